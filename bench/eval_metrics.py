@@ -64,8 +64,9 @@ def main():
         env = dict(os.environ, OMP_NUM_THREADS=str(t), MKL_NUM_THREADS=str(t), OPENBLAS_NUM_THREADS=str(t))
         cmd = [sys.executable, __file__, '--child', '--n', str(a.n), '--skimage-pairs', str(a.skimage_pairs),
                '--lpips-pairs', str(a.lpips_pairs), '--rounds', str(a.rounds)] + (['--batch-size', str(a.batch_size)] if a.batch_size else [])
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if res.returncode: sys.exit(f"the {t}-thread measurement failed:\n{res.stderr[-3000:]}")
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
     print(f"SSIM (win 3, RGB, uint8) over {a.n:,} pairs of 128×128 tiles; LPIPS-VGG on CPU")
     print(f"{'threads':>7} {'torch s':>8} {'skimage s':>10} {'speed-up':>9} {'median/round':>13} {'max |Δ|':>9} {'LPIPS pairs/s':>14}")
     for r in rows:
