@@ -16,7 +16,7 @@ cfg = get_config()
 refresh_quarto_yml()
 _build_modidx()
 nbdev_sidebar.__wrapped__(path=cfg.nbs_path)
-proc_nbs(cfg.nbs_path, n_workers=0)
+proc_nbs(cfg.nbs_path, n_workers=0, force=True)
 md, _ = MarkdownExporter().from_filename(str(cfg.config_path/'_proc'/cfg.readme_nb))
 front = re.match(r'---\n(.*?)\n---\n', md, re.S)
 meta = dict(re.findall(r'^(\w[\w-]*): (.*(?:\n  .*)*)$', front.group(1), re.M)) if front else {}
