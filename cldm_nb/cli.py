@@ -11,7 +11,7 @@ from fastcore.script import call_parse, Param, store_true
 
 from .diffusion import load_ldm
 from .eval import evaluate_pairs, sample_by_label, sample_cluster
-from .pipeline import RunConfig, run_pipeline
+from .pipeline import RunConfig, read_run_config, run_pipeline
 from .vqgan import load_vqgan
 from .train import resolve_device
 
@@ -30,15 +30,17 @@ def parse_k(k: str) -> tuple[int, int]:
 @call_parse
 def cldm_run(data: Param("Folder of tiles or .npy (default: the built-in sample)", str) = None,
              out: Param("Output folder (default: runs/<timestamp>)", str) = None,
-             preset: Param("tiny or paper (default: paper on CUDA, tiny on CPU)", str) = None,
+             preset: Param("paper, tiny or smoke (default: paper on CUDA, tiny on CPU)", str) = None,
              k: Param("K range, e.g. 10-16, or one K", str) = None,
              device: Param("auto, cpu or cuda", str) = 'auto',
-             force: Param("Move an --out run with another config aside and start afresh", store_true) = False):
+             force: Param("Move an --out run with another config aside and start afresh", store_true) = False,
+             config: Param("JSON settings (a run's config.json, edited) instead of --preset", str) = None):
     "Tiles → VQ-GAN → K sweep → fine-tuning → generation → metrics → report.md, resuming finished stages."
+    if config and preset: raise ValueError("give --config FILE or --preset, not both.")
     dev = resolve_device(device)
-    preset = preset or ('paper' if dev.type == 'cuda' else 'tiny')
-    kw = dict(zip(('k_min', 'k_max'), parse_k(k))) if k else {}
-    return run_pipeline(data, out, RunConfig.preset_config(preset, **kw), dev, force=force)
+    cfg = read_run_config(config) if config else RunConfig.preset_config(preset or ('paper' if dev.type == 'cuda' else 'tiny'))
+    if k: cfg = cfg.replace(**dict(zip(('k_min', 'k_max'), parse_k(k))))
+    return run_pipeline(data, out, cfg, dev, force=force)
 
 # %% ../nbs/08_cli.ipynb #29e9de05
 def _run_models(run: Path, device):

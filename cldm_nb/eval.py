@@ -23,7 +23,7 @@ from . import __version__
 from .data import atomic_path, list_images, load_tiles, read_rgb, save_figure, to_tensor, to_uint8, write_json
 from .diffusion import encode_latents, sample
 from .imsat import assign_clusters
-from .train import resolve_device
+from .train import resolve_device, seeded
 from .vqgan import lpips_vgg
 
 # %% auto #0
@@ -145,7 +145,7 @@ def lpips_net(net: str = 'vgg', pretrained_backbone: bool = True) -> nn.Module:
         raise FileNotFoundError(f"net={net!r}: needs torchvision's ImageNet weights at {cache} (nothing is downloaded at "
                                 "run time); copy them there, use net='vgg' with its offline installer, or "
                                 "pretrained_backbone=False for tests.")
-    return lpips.LPIPS(net=net, pnet_rand=not pretrained_backbone, verbose=False).eval().requires_grad_(False)
+    with seeded(0): return lpips.LPIPS(net=net, pnet_rand=not pretrained_backbone, verbose=False).eval().requires_grad_(False)
 
 @torch.no_grad()
 def lpips_paired(real, fake, net: str = 'vgg', model: nn.Module | None = None, pretrained_backbone: bool = True,

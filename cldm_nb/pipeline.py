@@ -25,8 +25,8 @@ from .eval import (generate_for, evaluate_pairs, cluster_accuracy, plot_cluster_
                           generated_gallery, write_label_template)
 
 # %% auto #0
-__all__ = ['RunConfig', 'prepare_out', 'Stages', 'peak_rss_gb', 'data_stage', 'k_sweep', 'choose_k', 'evaluate_stage',
-           'write_report', 'run_pipeline']
+__all__ = ['RunConfig', 'read_run_config', 'prepare_out', 'Stages', 'peak_rss_gb', 'data_stage', 'k_sweep', 'choose_k',
+           'evaluate_stage', 'write_report', 'run_pipeline']
 
 # %% ../nbs/07_pipeline.ipynb #dcde7a41
 @dataclass
@@ -63,14 +63,33 @@ class RunConfig(StageConfig):
                              finetune2=Finetune2Config.tiny(epochs=4)), **kw})
 
     @classmethod
+    def smoke(cls, **kw) -> 'RunConfig':
+        "Seconds per stage (one short epoch each, K = 2…3, 3 sampling steps): checks a data folder and an install; its numbers mean nothing."
+        return cls.tiny(**{**dict(preset='smoke', k_min=2, k_max=3, eval_tiles=6, n_per_cluster=3, gallery_n=3, sample_steps=3,
+                                  vqgan=VQGANConfig.tiny(epochs=1), ldm=LDMConfig.tiny(epochs=1),
+                                  finetune1=Finetune1Config.tiny(epochs=1), finetune2=Finetune2Config.tiny(epochs=1)), **kw})
+
+    @classmethod
     def preset_config(cls, preset: str, **kw) -> 'RunConfig':
-        "`RunConfig()` for 'paper', `RunConfig.tiny()` for 'tiny'."
-        if preset not in ('tiny', 'paper'): raise ValueError(f"preset: 'tiny' or 'paper', got {preset!r}.")
-        return cls.tiny(**kw) if preset == 'tiny' else cls(**kw)
+        "`RunConfig()` for 'paper', `RunConfig.tiny()` for 'tiny', `RunConfig.smoke()` for 'smoke'."
+        presets = dict(paper=cls, tiny=cls.tiny, smoke=cls.smoke)
+        if preset not in presets: raise ValueError(f"preset: one of {', '.join(presets)}, got {preset!r}.")
+        return presets[preset](**kw)
 
     def for_k(self, k: int) -> LDMConfig:
         "The joint-stage config for `k` clusters."
         return self.ldm.replace(n_clusters=k, unet=self.ldm.unet.replace(n_clusters=k))
+
+# %% ../nbs/07_pipeline.ipynb #20593a0e
+def read_run_config(path: str | Path) -> RunConfig:
+    "A `RunConfig` from a JSON file: a run's `config.json` or a bare `RunConfig.to_dict()`."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{path}: no such config file.")
+    try: d = json.loads(path.read_text())
+    except json.JSONDecodeError as e: raise ValueError(f"{path}: not valid JSON ({e}).") from None
+    if not isinstance(d, dict): raise ValueError(f"{path}: expected a JSON object of RunConfig fields.")
+    try: return RunConfig.from_dict(d['config'] if 'config' in d else d)
+    except (TypeError, ValueError) as e: raise ValueError(f"{path}: {e}") from None
 
 # %% ../nbs/07_pipeline.ipynb #c4dc85fe
 def prepare_out(out: str | Path, cfg: RunConfig, data: str | Path, device: torch.device, force: bool = False) -> Path:

@@ -223,7 +223,7 @@ def vgg16_cache_file() -> Path:
     return Path(torch.hub.get_dir()) / 'checkpoints' / url.rsplit('/', 1)[-1]
 
 def lpips_vgg(pretrained_backbone: bool = True) -> lpips.LPIPS:
-    "`lpips.LPIPS(net='vgg')`, frozen, in eval mode; `pretrained_backbone=False` → untrained VGG16 (tests only)."
+    "`lpips.LPIPS(net='vgg')`, frozen, in eval mode; `pretrained_backbone=False` → untrained VGG16, seed 0 (tests only)."
     if pretrained_backbone and not vgg16_cache_file().is_file():
         raise FileNotFoundError(
             f"LPIPS-VGG needs torchvision's ImageNet VGG16 weights at {vgg16_cache_file()}, and they are not there "
@@ -231,8 +231,8 @@ def lpips_vgg(pretrained_backbone: bool = True) -> lpips.LPIPS:
             "`cldm_nb.vqgan.install_offline_lpips_weights()`. Online: copy https://download.pytorch.org/models/"
             f"{vgg16_cache_file().name} into {vgg16_cache_file().parent}. For tests only: pretrained_backbone=False "
             "(an untrained backbone; its values are meaningless).")
-    with warnings.catch_warnings():       # lpips calls torchvision's deprecated `pretrained=` argument
-        warnings.filterwarnings('ignore', message=r".*(pretrained|weight enum).*", category=UserWarning)
+    with warnings.catch_warnings(), seeded(0):   # seeded: an untrained backbone is the same in every run and resume
+        warnings.filterwarnings('ignore', message=r".*(pretrained|weight enum).*", category=UserWarning)   # lpips's old torchvision call
         net = lpips.LPIPS(net='vgg', pnet_rand=not pretrained_backbone, verbose=False)
     return net.eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
