@@ -23,7 +23,7 @@ from .vqgan import VQVAE
 # %% auto #0
 __all__ = ['StepFn', 'LinearSchedule', 'UNetConfig', 'timestep_embedding', 'ResBlock', 'SelfAttention2d', 'Level', 'MidBlock',
            'CondUNet', 'PhaseConfig', 'LDMConfig', 'encode_latents', 'phase_step', 'model_spec', 'phase_trainer',
-           'train_phase', 'build_models', 'train_ldm', 'load_ldm', 'denoise', 'sample']
+           'train_phase', 'build_models', 'unit_variance_scale', 'train_ldm', 'load_ldm', 'denoise', 'sample']
 
 # %% ../nbs/04_diffusion.ipynb #74946f76
 def _gather(coef: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -199,6 +199,7 @@ class CondUNet(nn.Module):
                                  for j, i in enumerate(levels)])
         self.norm_out = nn.GroupNorm(cfg.norm_groups, cfg.out_conv_channels)
         self.conv_out = nn.Conv2d(cfg.out_conv_channels, cfg.in_channels, 3, padding=1)
+        self.register_buffer('latent_scale', torch.tensor(1.))   # diffusion space = VQ latents × this (set by `train_ldm`)
         if channels_last: self.to(memory_format=torch.channels_last)
 
     @classmethod
@@ -273,9 +274,12 @@ class LDMConfig(PhaseConfig):
     n_clusters: int = 14
     unet: UNetConfig = None          # None → the paper's U-Net for `n_clusters`
     head_activation: str | None = None   # 'leaky_relu': the authors' head, with a LeakyReLU on the logits
+    latent_scale: float | None = None    # diffusion runs on VQ latents × this; None: 1/std of the training latents
 
     def __post_init__(self):
         super().__post_init__()
+        if self.latent_scale is not None and not self.latent_scale > 0:
+            raise ValueError(f"latent_scale: must be positive (or None for 1/std of the training latents), got {self.latent_scale}.")
         if self.unet is None: self.unet = UNetConfig(n_clusters=self.n_clusters)
         if self.unet.n_clusters != self.n_clusters:
             raise ValueError(f"unet.n_clusters: {self.unet.n_clusters} differs from n_clusters={self.n_clusters}; "
@@ -323,7 +327,7 @@ def phase_step(cfg: PhaseConfig, vqgan: VQVAE, fill: tuple[float, float, float],
         with tr.autocast():
             with torch.set_grad_enabled(cfg.train_head): logits = head(z0)
             cond = logits.argmax(1)
-            mse = F.mse_loss(unet(schedule.add_noise(z0, noise, t), t, cond).float(), noise)
+            mse = F.mse_loss(unet(schedule.add_noise(z0 * unet.latent_scale, noise, t), t, cond).float(), noise)
             parts, loss = dict(mse=mse), mse
             if cfg.imsat:
                 im = imsat_loss(logits, head(z_aug), cfg.w_me, cfg.w_ce, cfg.w_af)
@@ -391,6 +395,12 @@ def build_models(cfg: LDMConfig, z_channels: int) -> tuple[CondUNet, ClusterHead
         return (CondUNet(cfg.unet.replace(in_channels=z_channels)),
                 ClusterHead(z_channels, cfg.n_clusters, final_activation=cfg.head_activation))
 
+def unit_variance_scale(latents: torch.Tensor) -> float:
+    "The factor that gives `latents` unit standard deviation (latent diffusion's rescaling): 1 / std."
+    std = latents.double().std().item()
+    if not std > 0: raise ValueError("latents: constant latents (std 0) cannot be rescaled; is the VQ-GAN trained?")
+    return 1 / std
+
 def train_ldm(tiles: np.ndarray | str | Path, vqgan: VQVAE, cfg: LDMConfig | None = None, out_dir: str | Path = 'runs/ldm',
               resume: bool = True, device: str | torch.device | None = None, *, max_steps: int | None = None,
               progress: bool = True) -> tuple[CondUNet, ClusterHead]:
@@ -398,7 +408,11 @@ def train_ldm(tiles: np.ndarray | str | Path, vqgan: VQVAE, cfg: LDMConfig | Non
     cfg = cfg or LDMConfig()
     if cfg.unet.in_channels != vqgan.cfg.z_channels:
         raise ValueError(f"cfg.unet.in_channels: {cfg.unet.in_channels}, but the VQ-GAN's latents have {vqgan.cfg.z_channels} channels.")
+    if isinstance(tiles, (str, Path)): tiles = load_tiles(tiles)
+    _check_tiles(tiles)
     unet, head = build_models(cfg, vqgan.cfg.z_channels)
+    if not (resume and (Path(out_dir) / 'ldm.pt').exists()):            # a checkpoint brings its own scale
+        unet.latent_scale.fill_(cfg.latent_scale or unit_variance_scale(encode_latents(vqgan, tiles[:1024], device=device)))
     return train_phase('ldm', unet, head, tiles, vqgan, cfg, out_dir, resume, device, max_steps=max_steps, progress=progress)
 
 def load_ldm(path: str | Path, device: str | torch.device = 'cpu') -> tuple[CondUNet, ClusterHead]:
@@ -441,7 +455,7 @@ def sample(unet: CondUNet, vqgan: VQVAE, cluster_ids, steps: int | None = None, 
     with tqdm(total=len(ts) * math.ceil(len(cluster_ids) / batch_size), desc='sample', disable=not progress) as bar:
         for ids in cluster_ids.split(batch_size):
             z = torch.randn((len(ids), *shape), generator=generator).to(device)
-            z = denoise(unet, z, ids.to(device), ts, schedule.step, generator, amp, bar)
+            z = denoise(unet, z, ids.to(device), ts, schedule.step, generator, amp, bar) / unet.latent_scale
             out.append((vqgan.decode(z).float().clamp(0, 1) if decode else z).cpu())
     unet.train(was_training)
     if not decode: return torch.cat(out) if out else torch.zeros(0, *shape)

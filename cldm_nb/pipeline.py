@@ -56,11 +56,12 @@ class RunConfig(StageConfig):
 
     @classmethod
     def tiny(cls, **kw) -> 'RunConfig':
-        "The CPU demo: small models and short training on the sample tiles, K = 3…5, few sampling steps."
+        "The CPU demo: small models, short training (Adam where the paper's optimiser would not move in time), K = 3…5."
         return cls(**{**dict(preset='tiny', k_min=3, k_max=5, eval_tiles=64, n_per_cluster=16, gallery_n=8,
-                             sample_steps=50, pretrained_lpips=False, vqgan=VQGANConfig.tiny(epochs=8),
-                             ldm=LDMConfig.tiny(epochs=4), finetune1=Finetune1Config.tiny(lr=3e-3, epochs=10),
-                             finetune2=Finetune2Config.tiny(epochs=4)), **kw})
+                             sample_steps=50, pretrained_lpips=False,
+                             vqgan=VQGANConfig.tiny(epochs=12, lr=1e-3, disc_start=10**6),
+                             ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3),
+                             finetune1=Finetune1Config.tiny(lr=3e-3, epochs=30), finetune2=Finetune2Config.tiny(epochs=4)), **kw})
 
     @classmethod
     def smoke(cls, **kw) -> 'RunConfig':
