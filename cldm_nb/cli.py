@@ -34,12 +34,16 @@ def cldm_run(data: Param("Folder of tiles or .npy (default: the built-in sample)
              k: Param("K range, e.g. 10-16, or one K", str) = None,
              device: Param("auto, cpu or cuda", str) = 'auto',
              force: Param("Move an --out run with another config aside and start afresh", store_true) = False,
-             config: Param("JSON settings (a run's config.json, edited) instead of --preset", str) = None):
+             config: Param("JSON settings (a run's config.json, edited) instead of --preset", str) = None,
+             tile_large: Param("Cut images larger than 128 px into 128-px tiles", store_true) = False,
+             min_tissue: Param("With --tile_large: drop tiles with less than this share of tissue (0-1)", float) = None):
     "Tiles → VQ-GAN → K sweep → fine-tuning → generation → metrics → report.md, resuming finished stages."
     if config and preset: raise ValueError("give --config FILE or --preset, not both.")
     dev = resolve_device(device)
     cfg = read_run_config(config) if config else RunConfig.preset_config(preset or ('paper' if dev.type == 'cuda' else 'tiny'))
     if k: cfg = cfg.replace(**dict(zip(('k_min', 'k_max'), parse_k(k))))
+    if tile_large: cfg = cfg.replace(tile_large=True)
+    if min_tissue is not None: cfg = cfg.replace(min_tissue=min_tissue)
     return run_pipeline(data, out, cfg, dev, force=force)
 
 # %% ../nbs/08_cli.ipynb #29e9de05

@@ -100,7 +100,7 @@ def _tiles_of(path: Path, root: Path, size: int, tile_large: bool, min_tissue: f
     if tile_large and min(img.shape[:2]) >= size:
         tiles, coords = tile_image(img, size, min_tissue, return_coords=True)
         return list(tiles), [f"{name}#y{y}x{x}" for y, x in coords]
-    hint = "pass tile_large=True to cut it into tiles" if min(img.shape[:2]) >= size else "resize or remove it"
+    hint = "pass tile_large=True (cldm run: --tile_large) to cut it into tiles" if min(img.shape[:2]) >= size else "resize or remove it"
     raise ValueError(f"{path}: {img.shape[1]}×{img.shape[0]} px, expected {size}×{size}; {hint}.")
 
 # %% ../nbs/00_data.ipynb #8871cf57

@@ -38,6 +38,8 @@ class RunConfig(StageConfig):
     seed: int = 765
     n_chunks: int = 11                  # the paper's split: array_split into 11, the last chunk is the test set
     split_seed: int | None = None       # shuffle before splitting (None: the paper's order)
+    tile_large: bool = False            # cut images larger than 128 px into 128-px tiles (else they are refused)
+    min_tissue: float = 0.              # with tile_large: drop cut tiles with a smaller share of tissue pixels
     eval_tiles: int | None = None       # paired generation for the first N training tiles (None: all, the paper)
     n_per_cluster: int = 100            # generated tiles per cluster for the per-cluster accuracy
     gallery_n: int = 10                 # tiles per row in the galleries
@@ -50,6 +52,8 @@ class RunConfig(StageConfig):
 
     def __post_init__(self):
         if not 2 <= self.k_min <= self.k_max: raise ValueError(f"k range: need 2 ≤ k_min ≤ k_max, got {self.k_min}-{self.k_max}.")
+        if not 0 <= self.min_tissue <= 1: raise ValueError(f"min_tissue: a share of tissue pixels in 0…1, got {self.min_tissue}.")
+        if self.min_tissue and not self.tile_large: raise ValueError("min_tissue: only applies to tiles cut with tile_large; set both.")
 
     @property
     def ks(self) -> list[int]: return list(range(self.k_min, self.k_max + 1))
@@ -96,6 +100,7 @@ def read_run_config(path: str | Path) -> RunConfig:
 def prepare_out(out: str | Path, cfg: RunConfig, data: str | Path, device: torch.device, force: bool = False) -> Path:
     "Create `out` with its `config.json`, or check that the run already there has the same config."
     out = Path(out); cfg_file = out/'config.json'
+    if cfg_file.exists() and not (out/'manifest.json').exists(): cfg_file.unlink()   # stopped before its data: nothing to keep
     if cfg_file.exists():
         saved = json.loads(cfg_file.read_text())
         if saved.get('config') != cfg.to_dict() or saved.get('data') != str(data):
@@ -133,7 +138,7 @@ def peak_rss_gb() -> float:
 # %% ../nbs/07_pipeline.ipynb #e0c56f5a
 def data_stage(data: str | Path, out: Path, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
     "Load tiles, split (paper), write or check `manifest.json`; returns all tiles and the training indices."
-    tiles, names = load_tiles(data, return_paths=True)
+    tiles, names = load_tiles(data, return_paths=True, tile_large=cfg.tile_large, min_tissue=cfg.min_tissue)
     need = max(cfg.n_chunks, cfg.k_max + 1)
     if len(tiles) < need: raise ValueError(f"{data}: {len(tiles)} tiles are too few for {cfg.n_chunks} chunks and K up to {cfg.k_max}; "
                                            "use more tiles or a smaller --k range.")

