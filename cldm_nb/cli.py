@@ -16,7 +16,7 @@ from .vqgan import load_vqgan
 from .train import resolve_device
 
 # %% auto #0
-__all__ = ['COMMANDS', 'parse_k', 'cldm_run', 'cldm_sample', 'cldm_eval', 'main']
+__all__ = ['COMMANDS', 'SHORT_FLAGS', 'parse_k', 'cldm_run', 'cldm_sample', 'cldm_eval', 'main']
 
 # %% ../nbs/08_cli.ipynb #e1ae4879
 def parse_k(k: str) -> tuple[int, int]:
@@ -85,6 +85,7 @@ def cldm_eval(real: Param("Folder of real tiles", str) = None, fake: Param("Fold
 
 # %% ../nbs/08_cli.ipynb #332a4785
 COMMANDS = dict(run=cldm_run, sample=cldm_sample, eval=cldm_eval)
+SHORT_FLAGS = {'-n': '--n'}          # argparse gives one-letter parameters a double dash; accept the usual single one
 
 def main(argv: list[str] | None = None):
     "Entry point of `cldm`: dispatch to `cldm run|sample|eval`."
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None):
         print("usage: cldm {run,sample,eval} [options]   (cldm COMMAND --help for its options)")
         for name, f in COMMANDS.items(): print(f"  {name:7s}{f.__doc__}")
         raise SystemExit(0 if argv and argv[0] in ('-h', '--help') else 2)
-    sys.argv = [f'cldm {argv[0]}'] + argv[1:]
+    sys.argv = [f'cldm {argv[0]}'] + [SHORT_FLAGS.get(a, a) for a in argv[1:]]
     try: COMMANDS[argv[0]]()
     except (ValueError, FileNotFoundError, FileExistsError) as e: raise SystemExit(f"cldm {argv[0]}: {e}")
     except KeyboardInterrupt: raise SystemExit(f"cldm {argv[0]}: interrupted; run the same command again to resume.")
