@@ -36,7 +36,8 @@ def cldm_run(data: Param("Folder of tiles or .npy (default: the built-in sample)
              force: Param("Move an --out run with another config aside and start afresh", store_true) = False,
              config: Param("JSON settings (a run's config.json, edited) instead of --preset", str) = None,
              tile_large: Param("Cut images larger than 128 px into 128-px tiles", store_true) = False,
-             min_tissue: Param("With --tile_large: drop tiles with less than this share of tissue (0-1)", float) = None):
+             min_tissue: Param("With --tile_large: drop tiles with less than this share of tissue (0-1)", float) = None,
+             skip_bad: Param("Skip unreadable or wrong-size image files (named in a warning) instead of stopping", store_true) = False):
     "Tiles → VQ-GAN → K sweep → fine-tuning → generation → metrics → report.md, resuming finished stages."
     if config and preset: raise ValueError("give --config FILE or --preset, not both.")
     dev = resolve_device(device)
@@ -44,6 +45,7 @@ def cldm_run(data: Param("Folder of tiles or .npy (default: the built-in sample)
     if k: cfg = cfg.replace(**dict(zip(('k_min', 'k_max'), parse_k(k))))
     if tile_large: cfg = cfg.replace(tile_large=True)
     if min_tissue is not None: cfg = cfg.replace(min_tissue=min_tissue)
+    if skip_bad: cfg = cfg.replace(skip_bad=True)
     return run_pipeline(data, out, cfg, dev, force=force)
 
 # %% ../nbs/08_cli.ipynb #29e9de05

@@ -124,7 +124,7 @@ def load_tiles(src: str | Path, size: int = 128, return_paths: bool = False, til
     if bad:
         msg = f"{len(bad)} of {len(files_)} files in {src} could not be used:\n  " + "\n  ".join(bad[:10])
         if len(bad) > 10: msg += f"\n  … and {len(bad) - 10} more"
-        if on_error == 'raise': raise ValueError(msg + "\nFix or remove them, or pass on_error='skip'.")
+        if on_error == 'raise': raise ValueError(msg + "\nFix or remove them, or pass on_error='skip' (cldm run: --skip_bad).")
         warnings.warn(f"skipped {msg}")
     if not tiles: raise ValueError(f"{src}: no usable {size}×{size} tiles (min_tissue={min_tissue}).")
     imgs = np.stack(tiles)

@@ -40,6 +40,7 @@ class RunConfig(StageConfig):
     split_seed: int | None = None       # shuffle before splitting (None: the paper's order)
     tile_large: bool = False            # cut images larger than 128 px into 128-px tiles (else they are refused)
     min_tissue: float = 0.              # with tile_large: drop cut tiles with a smaller share of tissue pixels
+    skip_bad: bool = False              # skip unreadable or wrong-size files (with a warning naming them) instead of stopping
     eval_tiles: int | None = None       # paired generation for the first N training tiles (None: all, the paper)
     n_per_cluster: int = 100            # generated tiles per cluster for the per-cluster accuracy
     gallery_n: int = 10                 # tiles per row in the galleries
@@ -138,7 +139,8 @@ def peak_rss_gb() -> float:
 # %% ../nbs/07_pipeline.ipynb #e0c56f5a
 def data_stage(data: str | Path, out: Path, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
     "Load tiles, split (paper), write or check `manifest.json`; returns all tiles and the training indices."
-    tiles, names = load_tiles(data, return_paths=True, tile_large=cfg.tile_large, min_tissue=cfg.min_tissue)
+    tiles, names = load_tiles(data, return_paths=True, tile_large=cfg.tile_large, min_tissue=cfg.min_tissue,
+                              on_error='skip' if cfg.skip_bad else 'raise')
     need = max(cfg.n_chunks, cfg.k_max + 1)
     if len(tiles) < need: raise ValueError(f"{data}: {len(tiles)} tiles are too few for {cfg.n_chunks} chunks and K up to {cfg.k_max}; "
                                            "use more tiles or a smaller --k range.")
