@@ -69,7 +69,8 @@ def bench(name: str, cfg: VQGANConfig, x: torch.Tensor, tiles, reps: int, baseli
     with tempfile.TemporaryDirectory() as out, ExitStack() as stack:
         if baseline: baseline_patches(stack)
         tr = vqgan_trainer(tiles, cfg, out, device='cpu', progress=False)
-        for m in tr.models.values() if baseline else (): _nchw(m)
+        if baseline:
+            for m in tr.models.values(): _nchw(m)
         step = lambda: tr.step_fn(tr, x)
         step()                                                            # warm-up
         with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as fc: step()

@@ -408,12 +408,15 @@ def train_ldm(tiles: np.ndarray | str | Path, vqgan: VQVAE, cfg: LDMConfig | Non
     cfg = cfg or LDMConfig()
     if cfg.unet.in_channels != vqgan.cfg.z_channels:
         raise ValueError(f"cfg.unet.in_channels: {cfg.unet.in_channels}, but the VQ-GAN's latents have {vqgan.cfg.z_channels} channels.")
-    if isinstance(tiles, (str, Path)): tiles = load_tiles(tiles)
-    _check_tiles(tiles)
     unet, head = build_models(cfg, vqgan.cfg.z_channels)
-    if not (resume and (Path(out_dir) / 'ldm.pt').exists()):            # a checkpoint brings its own scale
-        unet.latent_scale.fill_(cfg.latent_scale or unit_variance_scale(encode_latents(vqgan, tiles[:1024], device=device)))
-    return train_phase('ldm', unet, head, tiles, vqgan, cfg, out_dir, resume, device, max_steps=max_steps, progress=progress)
+    tr = phase_trainer('ldm', unet, head, tiles, vqgan, cfg, out_dir, device, progress)
+    scale = cfg.latent_scale
+    if scale is None:
+        first = tr.data[0][:1024]                       # the cached latents, or (when they did not fit) uint8 tiles
+        scale = unit_variance_scale(first if first.is_floating_point() else encode_latents(vqgan, first, device=tr.device))
+    unet.latent_scale.fill_(scale)                      # a resumed checkpoint brings back its own
+    tr.fit(resume=resume, max_steps=max_steps)
+    return unet.eval(), head.eval()
 
 def load_ldm(path: str | Path, device: str | torch.device = 'cpu') -> tuple[CondUNet, ClusterHead]:
     "`(unet, head)` from the checkpoint of any diffusion phase (`ldm.pt`, `finetune1.pt`, `finetune2.pt`), eval mode, on `device`."

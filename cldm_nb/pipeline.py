@@ -101,7 +101,7 @@ def read_run_config(path: str | Path) -> RunConfig:
 def prepare_out(out: str | Path, cfg: RunConfig, data: str | Path, device: torch.device, force: bool = False) -> Path:
     "Create `out` with its `config.json`, or check that the run already there has the same config."
     out = Path(out); cfg_file = out/'config.json'
-    if cfg_file.exists() and not (out/'manifest.json').exists(): cfg_file.unlink()   # stopped before its data: nothing to keep
+    if cfg_file.exists() and list(out.iterdir()) == [cfg_file]: cfg_file.unlink()    # stopped before its data stage: nothing to keep
     if cfg_file.exists():
         saved = json.loads(cfg_file.read_text())
         if saved.get('config') != cfg.to_dict() or saved.get('data') != str(data):
