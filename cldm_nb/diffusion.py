@@ -6,6 +6,8 @@
 from __future__ import annotations
 import dataclasses, math
 from contextlib import nullcontext
+from functools import partial
+
 from pathlib import Path
 from typing import Callable
 
@@ -13,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
 from tqdm.auto import tqdm
 
 from .data import dataset_mean, load_tiles, random_affine, to_uint8
@@ -21,17 +25,20 @@ from .train import StageConfig, Trainer, load_checkpoint, resolve_device, seeded
 from .vqgan import VQVAE
 
 # %% auto #0
-__all__ = ['StepFn', 'LinearSchedule', 'UNetConfig', 'timestep_embedding', 'ResBlock', 'SelfAttention2d', 'Level', 'MidBlock',
-           'CondUNet', 'PhaseConfig', 'LDMConfig', 'encode_latents', 'phase_step', 'model_spec', 'phase_trainer',
-           'train_phase', 'build_models', 'unit_variance_scale', 'train_ldm', 'load_ldm', 'denoise', 'sample']
+__all__ = ['PREDICTIONS', 'StepFn', 'SAMPLERS', 'LinearSchedule', 'UNetConfig', 'timestep_embedding', 'ResBlock',
+           'SelfAttention2d', 'Level', 'MidBlock', 'CondUNet', 'PhaseConfig', 'LDMConfig', 'encode_latents',
+           'phase_step', 'model_spec', 'phase_trainer', 'train_phase', 'build_models', 'unit_variance_scale',
+           'train_ldm', 'latent_range', 'load_ldm', 'denoise', 'sample', 'SampleConfig']
 
 # %% ../nbs/04_diffusion.ipynb #74946f76
 def _gather(coef: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     "`coef[t]` shaped `(N, 1, 1, …)` to broadcast against `like`, in its dtype and device."
     return coef.to(like.device)[t].to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
+PREDICTIONS = ('eps', 'x0', 'v')        # what the U-Net outputs: the noise, the clean latent, or v = √ᾱ·ε − √(1−ᾱ)·x0
+
 class LinearSchedule:
-    "DDPM's 'linear' noise schedule (β = linspace(beta_start, beta_end, T); not 'scaled linear') and its ancestral step."
+    "DDPM's 'linear' noise schedule (β = linspace(beta_start, beta_end, T); not 'scaled linear'), its ancestral and DDIM steps."
     name = 'linear'
 
     def __init__(self, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
@@ -50,31 +57,67 @@ class LinearSchedule:
             raise ValueError(f"t: time steps must lie in 0…{self.T - 1}, got {int(t.min())}…{int(t.max())}.")
         return t
 
+    def _coefs(self, t, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "√ᾱ_t and √(1−ᾱ_t) shaped to broadcast against `like`; `t` an int or a LongTensor `(N,)`."
+        t = self._check_t(t).to(like.device).expand(len(like))
+        return _gather(self.alpha_bars.sqrt(), t, like), _gather((1 - self.alpha_bars).sqrt(), t, like)
+
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         "Forward process: √ᾱ_t·x0 + √(1−ᾱ_t)·noise, with `t` a LongTensor `(N,)` of time steps."
-        t = self._check_t(t).to(x0.device)
-        return _gather(self.alpha_bars.sqrt(), t, x0) * x0 + _gather((1 - self.alpha_bars).sqrt(), t, x0) * noise
+        a, s = self._coefs(t, x0)
+        return a * x0 + s * noise
 
-    def timesteps(self, steps: int | None = None) -> list[int]:
-        "The reverse chain's time steps, descending: all `T` (DDPM), or `steps` evenly strided ones ending at 0."
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, prediction: str = 'eps') -> torch.Tensor:
+        "What a U-Net trained for `prediction` ('eps', 'x0' or 'v') should output for `add_noise(x0, noise, t)`."
+        if prediction == 'eps': return noise
+        if prediction == 'x0': return x0
+        a, s = self._coefs(t, x0)
+        return a * noise - s * x0
+
+    def eps_x0(self, out: torch.Tensor, t, x_t: torch.Tensor, prediction: str = 'eps') -> tuple[torch.Tensor, torch.Tensor]:
+        "The noise and the clean latent implied by a U-Net output `out` (a `prediction`) at `x_t`."
+        a, s = self._coefs(t, x_t)
+        if prediction == 'eps': return out, (x_t - s * out) / a
+        if prediction == 'x0': return (x_t - a * out) / s, out
+        return s * x_t + a * out, a * x_t - s * out            # v
+
+    def timesteps(self, steps: int | None = None, spacing: str = 'leading') -> list[int]:
+        "The reverse chain's time steps, descending: all `T`, or `steps` of them, 'leading' (…, 2k, k, 0) or 'trailing' (T−1, …)."
         if steps is None: return list(range(self.T - 1, -1, -1))
         if not 1 <= steps <= self.T: raise ValueError(f"steps: must lie in 1…{self.T}, got {steps}.")
-        return list(range(0, self.T, self.T // steps))[:steps][::-1]
+        if spacing == 'leading': return list(range(0, self.T, self.T // steps))[:steps][::-1]
+        if spacing == 'trailing': return [int(t) for t in np.round(np.arange(self.T, 0, -self.T / steps)) - 1]
+        raise ValueError(f"spacing: 'leading' or 'trailing', got {spacing!r}.")
+
+    def _pair(self, t: int, t_prev: int | None) -> tuple[int, float, float]:
+        "Checked `t_prev` (default `t − 1`; −1 means 'to x0') and ᾱ at `t` and `t_prev`."
+        t_prev = t - 1 if t_prev is None else t_prev
+        if not -1 <= t_prev < t < self.T: raise ValueError(f"t, t_prev: need −1 ≤ t_prev < t < {self.T}, got {t_prev}, {t}.")
+        return t_prev, float(self.alpha_bars[t]), float(self.alpha_bars[t_prev]) if t_prev >= 0 else 1.
+
+    @staticmethod
+    def _noise(x_t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        dev = generator.device if generator is not None else x_t.device
+        return torch.randn(x_t.shape, generator=generator, device=dev, dtype=torch.float32).to(x_t.device, x_t.dtype)
 
     def step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, generator: torch.Generator | None = None,
              t_prev: int | None = None) -> torch.Tensor:
         "Ancestral DDPM step from `t` to `t_prev` (default `t − 1`; −1 means 'to x0') given the predicted noise `eps`."
-        t_prev = t - 1 if t_prev is None else t_prev
-        if not -1 <= t_prev < t < self.T: raise ValueError(f"t, t_prev: need −1 ≤ t_prev < t < {self.T}, got {t_prev}, {t}.")
-        ab_t = float(self.alpha_bars[t])
-        ab_prev = float(self.alpha_bars[t_prev]) if t_prev >= 0 else 1.
+        t_prev, ab_t, ab_prev = self._pair(t, t_prev)
         beta = 1 - ab_t / ab_prev
         mean = (x_t - beta / math.sqrt(1 - ab_t) * eps) / math.sqrt(1 - beta)
         if t_prev < 0: return mean
-        var = (1 - ab_prev) / (1 - ab_t) * beta
-        dev = generator.device if generator is not None else x_t.device
-        z = torch.randn(x_t.shape, generator=generator, device=dev, dtype=torch.float32).to(x_t.device, x_t.dtype)
-        return mean + math.sqrt(var) * z
+        return mean + math.sqrt((1 - ab_prev) / (1 - ab_t) * beta) * self._noise(x_t, generator)
+
+    def ddim_step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, generator: torch.Generator | None = None,
+                  t_prev: int | None = None, eta: float = 0.) -> torch.Tensor:
+        "DDIM step (Song et al. 2021, eq. 12) from `t` to `t_prev`; `eta=0` is deterministic, `eta=1` has DDPM's variance."
+        t_prev, ab_t, ab_prev = self._pair(t, t_prev)
+        x0 = (x_t - math.sqrt(1 - ab_t) * eps) / math.sqrt(ab_t)
+        if t_prev < 0: return x0
+        sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev))
+        out = math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - sigma ** 2, 0.)) * eps
+        return out + sigma * self._noise(x_t, generator) if sigma else out
 
 # %% ../nbs/04_diffusion.ipynb #222331f6
 @dataclasses.dataclass
@@ -92,6 +135,8 @@ class UNetConfig(StageConfig):
     t_emb_dim: int = 256
     out_conv_channels: int = 128             # width of the last up level
     n_clusters: int = 14                     # K: size of the cluster embedding
+    null_cluster: bool = False               # one more embedding row, id K = 'no cluster' (classifier-free guidance)
+    prediction: str = 'eps'                  # what the network outputs: 'eps' (the paper), 'x0' or 'v' (see `LinearSchedule`)
 
     def __post_init__(self):
         n = len(self.channels) - 1
@@ -105,6 +150,8 @@ class UNetConfig(StageConfig):
             if c % self.norm_groups: raise ValueError(f"norm_groups: {self.norm_groups} groups do not divide {c} channels.")
             if c % self.n_heads: raise ValueError(f"n_heads: {self.n_heads} heads do not divide {c} channels.")
         if self.n_clusters < 1: raise ValueError(f"n_clusters: need at least 1, got {self.n_clusters}.")
+        if self.prediction not in PREDICTIONS: raise ValueError(f"prediction: one of {PREDICTIONS}, got {self.prediction!r}.")
+
 
     @classmethod
     def tiny(cls, **kw) -> 'UNetConfig':
@@ -187,7 +234,7 @@ class CondUNet(nn.Module):
         ch, d, n = cfg.channels, cfg.t_emb_dim, len(cfg.channels) - 1
         self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
         self.t_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
-        self.cluster_emb = nn.Embedding(cfg.n_clusters, d)
+        self.cluster_emb = nn.Embedding(cfg.n_clusters + cfg.null_cluster, d)
         self.down = nn.ModuleList([Level(ch[i], ch[i + 1], cfg.n_layers, cfg.attn_down[i], cfg, attention) for i in range(n)])
         self.downsample = nn.ModuleList([nn.Conv2d(ch[i + 1], ch[i + 1], 4, 2, 1) if s else nn.Identity()
                                          for i, s in enumerate(cfg.down_sample)])
@@ -200,6 +247,7 @@ class CondUNet(nn.Module):
         self.norm_out = nn.GroupNorm(cfg.norm_groups, cfg.out_conv_channels)
         self.conv_out = nn.Conv2d(cfg.out_conv_channels, cfg.in_channels, 3, padding=1)
         self.register_buffer('latent_scale', torch.tensor(1.))   # diffusion space = VQ latents × this (set by `train_ldm`)
+        self.register_buffer('x0_range', torch.tensor([-math.inf, math.inf]).repeat(cfg.in_channels, 1))  # per channel (set by `train_ldm`)
         if channels_last: self.to(memory_format=torch.channels_last)
 
     @classmethod
@@ -209,9 +257,20 @@ class CondUNet(nn.Module):
 
     def get_extra_state(self) -> dict: return {'config': self.cfg.to_dict()}
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args):
+        state_dict.setdefault(prefix + 'x0_range', self.x0_range)      # checkpoints from before x0 clipping: no range
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    @property
+    def null_id(self) -> int | None:
+
+        "The 'no cluster' id for classifier-free guidance (K), or None when the U-Net has no such token."
+        return self.cfg.n_clusters if self.cfg.null_cluster else None
+
     def set_extra_state(self, state: dict) -> None:
-        if state['config'] != self.cfg.to_dict():
-            diff = [f"{k}: {state['config'].get(k)!r} (checkpoint) vs {v!r}" for k, v in self.cfg.to_dict().items() if state['config'].get(k) != v]
+        saved = UNetConfig.from_dict(state['config']).to_dict()         # fields added since take their defaults
+        if saved != self.cfg.to_dict():
+            diff = [f"{k}: {saved.get(k)!r} (checkpoint) vs {v!r}" for k, v in self.cfg.to_dict().items() if saved.get(k) != v]
             raise ValueError(f"CondUNet: the weights belong to a different architecture ({'; '.join(diff)}); "
                              "build the model with UNetConfig.from_dict(state['_extra_state']['config']) or use load_ldm.")
 
@@ -221,11 +280,14 @@ class CondUNet(nn.Module):
             raise ValueError(f"z_t: expected (N, {self.cfg.in_channels}, H, W) with H, W multiples of {f}, got {tuple(z.shape)}.")
         if cond.shape != z.shape[:1] or cond.dtype != torch.long:
             raise ValueError(f"cond: expected a LongTensor of {len(z)} cluster ids, got {cond.dtype} {tuple(cond.shape)}.")
-        if len(cond) and (cond.min() < 0 or cond.max() >= self.cfg.n_clusters):
-            raise ValueError(f"cond: cluster ids must lie in 0…{self.cfg.n_clusters - 1}, got {int(cond.min())}…{int(cond.max())}.")
+        k = self.cfg.n_clusters + self.cfg.null_cluster
+        if len(cond) and (cond.min() < 0 or cond.max() >= k):
+            raise ValueError(f"cond: cluster ids must lie in 0…{k - 1}" + (f" ({k - 1}: no cluster)" if self.cfg.null_cluster else '')
+                             + f", got {int(cond.min())}…{int(cond.max())}.")
 
     def forward(self, z_t: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor) -> torch.Tensor:
-        "Predicted noise for noisy latents `z_t` at time steps `t` under cluster ids `cond`."
+        "The prediction (`cfg.prediction`: noise by default) for noisy latents `z_t` at time steps `t` under cluster ids `cond`."
+
         self._check(z_t, cond)
         t = torch.as_tensor(t, device=z_t.device).expand(len(z_t))
         emb_act = F.silu(self.t_mlp(timestep_embedding(t, self.cfg.t_emb_dim)) + self.cluster_emb(cond))
@@ -258,11 +320,17 @@ class PhaseConfig(StageConfig):
     seed: int = 765
     amp: bool = True                 # bf16 autocast on CUDA
     cache_gb: float = 4.             # keep the training latents in memory when they take at most this
+    ema_decay: float | None = None   # keep an exponential moving average of the U-Net's weights (None: off, the paper)
+    p_uncond: float = 0.             # share of training steps whose condition is dropped to 'no cluster' (needs unet.null_cluster)
+    min_snr_gamma: float | None = None   # Min-SNR-γ loss weighting (Hang et al. 2023; None: plain MSE, the paper)
 
     def __post_init__(self):
         if self.optimizer not in _OPTIMIZERS: raise ValueError(f"optimizer: one of {sorted(_OPTIMIZERS)}, got {self.optimizer!r}.")
         if not self.train_head and (self.w_me or self.w_ce or self.w_af):
             raise ValueError("w_me, w_ce, w_af: the IMSAT terms only train the cluster head; with train_head=False set them to 0.")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1: raise ValueError(f"ema_decay: must lie in (0, 1) or be None, got {self.ema_decay}.")
+        if not 0 <= self.p_uncond < 1: raise ValueError(f"p_uncond: a share in [0, 1), got {self.p_uncond}.")
+        if self.min_snr_gamma is not None and not self.min_snr_gamma > 0: raise ValueError(f"min_snr_gamma: must be positive or None, got {self.min_snr_gamma}.")
 
     @property
     def imsat(self) -> bool: return self.train_head and any((self.w_me, self.w_ce, self.w_af))
@@ -281,7 +349,10 @@ class LDMConfig(PhaseConfig):
         if self.latent_scale is not None and not self.latent_scale > 0:
             raise ValueError(f"latent_scale: must be positive (or None for 1/std of the training latents), got {self.latent_scale}.")
         if self.unet is None: self.unet = UNetConfig(n_clusters=self.n_clusters)
+        if self.p_uncond and not self.unet.null_cluster:
+            raise ValueError("p_uncond: dropping the condition needs a 'no cluster' token; set unet=UNetConfig(..., null_cluster=True).")
         if self.unet.n_clusters != self.n_clusters:
+
             raise ValueError(f"unet.n_clusters: {self.unet.n_clusters} differs from n_clusters={self.n_clusters}; "
                              "set them equal (or leave unet=None for the paper's U-Net).")
 
@@ -313,6 +384,16 @@ def encode_latents(vqgan: VQVAE, tiles: np.ndarray | torch.Tensor, batch_size: i
                       for i in tqdm(range(0, len(tiles), batch_size), desc='encode', disable=not progress)])
 
 # %% ../nbs/04_diffusion.ipynb #0303cef3
+def _denoising_loss(cfg: PhaseConfig, schedule: LinearSchedule, out: torch.Tensor, z0: torch.Tensor, noise: torch.Tensor,
+                    t: torch.Tensor, prediction: str) -> tuple[torch.Tensor, torch.Tensor]:
+    "`(loss, mse)`: the MSE of the U-Net's output against its target, and the loss (Min-SNR-γ weighted when set)."
+    err = (out.float() - schedule.target(z0, noise, t, prediction)).square().flatten(1).mean(1)
+    if cfg.min_snr_gamma is None: return err.mean(), err.mean()
+    ab = schedule.alpha_bars.to(z0.device)[t].float()
+    snr = ab / (1 - ab)               # weights that give every parametrisation min(SNR, γ) times the x0-error
+    w = snr.clamp(max=cfg.min_snr_gamma) / dict(eps=snr, x0=torch.ones_like(snr), v=snr + 1)[prediction]
+    return (w * err).mean(), err.mean()
+
 def phase_step(cfg: PhaseConfig, vqgan: VQVAE, fill: tuple[float, float, float], cached: bool) -> Callable:
     "The `Trainer` step of a diffusion phase. Batch: `(latents or uint8 NHWC tiles[, tiles for the augmentation])`."
     schedule = cfg.schedule()
@@ -324,16 +405,20 @@ def phase_step(cfg: PhaseConfig, vqgan: VQVAE, fill: tuple[float, float, float],
             z0 = batch[0] if cached else vqgan.encode(_as_float(batch[0]))[0]
             z_aug = vqgan.encode(x_aug)[0] if cfg.imsat else None
         noise = torch.randn(z0.shape, generator=tr.gen).to(tr.device)
+        drop = (torch.rand(len(z0), generator=tr.gen) < cfg.p_uncond).to(tr.device) if cfg.p_uncond else None
         with tr.autocast():
             with torch.set_grad_enabled(cfg.train_head): logits = head(z0)
-            cond = logits.argmax(1)
-            mse = F.mse_loss(unet(schedule.add_noise(z0 * unet.latent_scale, noise, t), t, cond).float(), noise)
-            parts, loss = dict(mse=mse), mse
+            cond = logits.argmax(1) if drop is None else torch.where(drop, unet.null_id, logits.argmax(1))
+            z0s = z0 * unet.latent_scale
+            out = unet(schedule.add_noise(z0s, noise, t), t, cond)
+            loss, mse = _denoising_loss(cfg, schedule, out, z0s, noise, t, unet.cfg.prediction)
+            parts = dict(mse=mse)
             if cfg.imsat:
                 im = imsat_loss(logits, head(z_aug), cfg.w_me, cfg.w_ce, cfg.w_af)
-                loss = mse + im.pop('total')
+                loss = loss + im.pop('total')
                 parts.update(im)
         tr.optimise('opt', loss, parts)
+        if 'ema' in tr.models: tr.models['ema'].update_parameters(unet)
         return {k: v.detach() for k, v in dict(loss=loss, **parts).items()}
     return step
 
@@ -372,21 +457,33 @@ def phase_trainer(name: str, unet: CondUNet, head: ClusterHead, tiles: np.ndarra
     n_bytes = len(tiles) * vqgan.cfg.z_channels * (tiles.shape[1] // vqgan.factor) * (tiles.shape[2] // vqgan.factor) * 4
     latents = encode_latents(vqgan, tiles, device=device, progress=progress) if n_bytes <= cfg.cache_gb * 2**30 else None
     vqgan.eval().to(device)
+    if cfg.p_uncond and unet.null_id is None:
+        raise ValueError("p_uncond: this U-Net has no 'no cluster' token; build it with UNetConfig(null_cluster=True).")
     unet.requires_grad_(True); head.requires_grad_(cfg.train_head)
     params = list(unet.parameters()) + (list(head.parameters()) if cfg.train_head else [])
     opt = _OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr)
     data = (tiles_t,) if latents is None else (latents, tiles_t) if cfg.imsat else (latents,)
-    return _PhaseTrainer(name, dict(unet=unet, head=head), dict(opt=opt), phase_step(cfg, vqgan, dataset_mean(tiles), latents is not None),
+    models = dict(unet=unet, head=head)
+    if cfg.ema_decay: models['ema'] = AveragedModel(unet, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+    return _PhaseTrainer(name, models, dict(opt=opt), phase_step(cfg, vqgan, dataset_mean(tiles), latents is not None),
                          data, cfg, out_dir, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
-                         frozen=() if cfg.train_head else ('head',), amp=cfg.amp, progress=progress,
+                         frozen=('ema',) + (() if cfg.train_head else ('head',)), amp=cfg.amp, progress=progress,
                          on_epoch_end=None if latents is None else _cluster_report(latents, head.n_clusters))
 
 def train_phase(name: str, unet: CondUNet, head: ClusterHead, tiles: np.ndarray | str | Path, vqgan: VQVAE,
                 cfg: PhaseConfig, out_dir: str | Path, resume: bool = True, device: str | torch.device | None = None, *,
                 max_steps: int | None = None, progress: bool = True) -> tuple[CondUNet, ClusterHead]:
-    "Run (or resume, or just reload when finished) a phase; returns `(unet, head)` in eval mode."
-    phase_trainer(name, unet, head, tiles, vqgan, cfg, out_dir, device, progress).fit(resume=resume, max_steps=max_steps)
-    return unet.eval(), head.eval()
+    "Run (or resume, or just reload when finished) a phase; returns `(unet, head)` in eval mode, the U-Net with its EMA weights when kept."
+    tr = phase_trainer(name, unet, head, tiles, vqgan, cfg, out_dir, device, progress).fit(resume=resume, max_steps=max_steps)
+    return _with_ema(tr), head.eval()
+
+def _with_ema(tr: Trainer) -> CondUNet:
+    "The phase's U-Net in eval mode, its parameters replaced by the EMA's when the phase keeps one (buffers stay)."
+    unet = tr.models['unet']
+    if 'ema' in tr.models:
+        with torch.no_grad():
+            for p, q in zip(unet.parameters(), tr.models['ema'].module.parameters()): p.copy_(q)
+    return unet.eval()
 
 # %% ../nbs/04_diffusion.ipynb #3cefe129
 def build_models(cfg: LDMConfig, z_channels: int) -> tuple[CondUNet, ClusterHead]:
@@ -410,47 +507,92 @@ def train_ldm(tiles: np.ndarray | str | Path, vqgan: VQVAE, cfg: LDMConfig | Non
         raise ValueError(f"cfg.unet.in_channels: {cfg.unet.in_channels}, but the VQ-GAN's latents have {vqgan.cfg.z_channels} channels.")
     unet, head = build_models(cfg, vqgan.cfg.z_channels)
     tr = phase_trainer('ldm', unet, head, tiles, vqgan, cfg, out_dir, device, progress)
-    scale = cfg.latent_scale
-    if scale is None:
-        first = tr.data[0][:1024]                       # the cached latents, or (when they did not fit) uint8 tiles
-        scale = unit_variance_scale(first if first.is_floating_point() else encode_latents(vqgan, first, device=tr.device))
+    first = tr.data[0][:1024]                           # the cached latents, or (when they did not fit) uint8 tiles
+    first = first if first.is_floating_point() else encode_latents(vqgan, first, device=tr.device)
+    scale = cfg.latent_scale or unit_variance_scale(first)
     unet.latent_scale.fill_(scale)                      # a resumed checkpoint brings back its own
+    unet.x0_range.copy_(latent_range(first * scale))
     tr.fit(resume=resume, max_steps=max_steps)
-    return unet.eval(), head.eval()
+    return _with_ema(tr), head.eval()
 
-def load_ldm(path: str | Path, device: str | torch.device = 'cpu') -> tuple[CondUNet, ClusterHead]:
-    "`(unet, head)` from the checkpoint of any diffusion phase (`ldm.pt`, `finetune1.pt`, `finetune2.pt`), eval mode, on `device`."
+def latent_range(latents: torch.Tensor) -> torch.Tensor:
+    "Per-channel `(min, max)` of latents `(N, C, H, W)` as a `(C, 2)` tensor: the box that x0 clipping keeps samples in."
+    flat = latents.transpose(0, 1).flatten(1).float()
+    return torch.stack([flat.min(1).values, flat.max(1).values], 1)
+
+def load_ldm(path: str | Path, device: str | torch.device = 'cpu', ema: bool = True) -> tuple[CondUNet, ClusterHead]:
+    "`(unet, head)` from a diffusion phase's checkpoint (`ldm.pt`, `finetune1.pt`, `finetune2.pt`), eval mode; EMA weights when kept and `ema`."
     ckpt = load_checkpoint(path, 'cpu')
     if 'model_spec' not in ckpt:
         raise ValueError(f"{path}: not a diffusion checkpoint (it holds a {ckpt.get('config_class')!r} stage); "
                          "pass the ldm.pt / finetune1.pt / finetune2.pt written by train_ldm or the fine-tunings.")
     unet, head = CondUNet(UNetConfig.from_dict(ckpt['model_spec']['unet'])), ClusterHead(**ckpt['model_spec']['head'])
     unet.load_state_dict(ckpt['models']['unet']); head.load_state_dict(ckpt['models']['head'])
+    if ema and 'ema' in ckpt['models']:
+        avg = ckpt['models']['ema']                     # an AveragedModel: `module.` + the U-Net's names; buffers stay the U-Net's
+        unet.load_state_dict({**unet.state_dict(), **{k: avg[f'module.{k}'] for k, _ in unet.named_parameters()}})
+
+
     device = resolve_device(device)
     return unet.to(device).eval(), head.to(device).eval()
 
 # %% ../nbs/04_diffusion.ipynb #a65e41a9
 StepFn = Callable[[torch.Tensor, int, torch.Tensor, torch.Generator | None, int], torch.Tensor]
+SAMPLERS = ('ddpm', 'ddim')
+
+def _clip_bounds(unet: nn.Module, clip_x0: str | float | None, like: torch.Tensor) -> tuple | None:
+    "`(lo, hi)` to clamp predicted clean latents to: the U-Net's stored per-channel range ('range'), ±a number, or None."
+    if clip_x0 is None or clip_x0 is False: return None
+    if clip_x0 == 'range':
+        r = unet.x0_range.to(like)
+        if not torch.isfinite(r).all(): raise ValueError("clip_x0='range': this U-Net has no stored latent range (trained before it was kept); pass a number.")
+        return r[:, 0].view(1, -1, 1, 1), r[:, 1].view(1, -1, 1, 1)
+    if isinstance(clip_x0, (int, float)) and clip_x0 > 0: return -float(clip_x0), float(clip_x0)
+    raise ValueError(f"clip_x0: None, 'range' or a positive number, got {clip_x0!r}.")
+
+def _predict(unet: nn.Module, z: torch.Tensor, t: int, ids: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    "The U-Net's output at `z`; with `guidance_scale` w ≠ 1, classifier-free guidance: out(∅) + w·(out(ids) − out(∅))."
+    if guidance_scale == 1: return unet(z, t, ids).float()
+    both = unet(torch.cat([z, z]), t, torch.cat([ids, torch.full_like(ids, unet.null_id)])).float()
+    cond, uncond = both.chunk(2)
+    return uncond + guidance_scale * (cond - uncond)
 
 @torch.no_grad()
 def denoise(unet: CondUNet, z: torch.Tensor, cluster_ids: torch.Tensor, timesteps: list[int], step: StepFn,
-            generator: torch.Generator | None = None, amp: bool = True, bar: tqdm | None = None) -> torch.Tensor:
-    "Run the reverse chain over `timesteps` (descending) from `z`, predicting noise with `unet` and updating with `step`."
+            generator: torch.Generator | None = None, amp: bool = True, bar: tqdm | None = None, *,
+            schedule: LinearSchedule | None = None, guidance_scale: float = 1., clip_x0: str | float | None = None,
+            trace: list | None = None) -> torch.Tensor:
+    "Run the reverse chain over `timesteps` (descending) from `z`: predict with `unet` (guided, x0-clipped if asked), update with `step`."
     ctx = torch.autocast('cuda', dtype=torch.bfloat16) if amp and z.device.type == 'cuda' else nullcontext()
+    prediction = getattr(getattr(unet, 'cfg', None), 'prediction', 'eps')
+    schedule = schedule or LinearSchedule()
+    bounds = _clip_bounds(unet, clip_x0, z)
     for i, t in enumerate(timesteps):
-        with ctx: eps = unet(z, t, cluster_ids).float()
+        with ctx: out = _predict(unet, z, t, cluster_ids, guidance_scale)
+        eps = out
+        if prediction != 'eps' or bounds is not None:
+            eps, x0 = schedule.eps_x0(out, t, z, prediction)
+            if bounds is not None: eps = schedule.eps_x0(x0.clamp(*bounds), t, z, 'x0')[0]
         z = step(eps, t, z, generator, timesteps[i + 1] if i + 1 < len(timesteps) else -1)
+        if trace is not None: trace.append((t, z.std().item()))
         if bar is not None: bar.update()
     return z
 
 @torch.no_grad()
 def sample(unet: CondUNet, vqgan: VQVAE, cluster_ids, steps: int | None = None, generator: torch.Generator | None = None, *,
-           schedule: LinearSchedule | None = None, batch_size: int = 64, as_uint8: bool = True, decode: bool = True,
-           amp: bool = True, latent_size: int = 32, progress: bool = True) -> np.ndarray | torch.Tensor:
-    "One tile per cluster id by ancestral DDPM + VQ decoding: uint8 NHWC numpy, float NCHW in [0, 1], or latents (`decode=False`)."
+           sampler: str = 'ddpm', eta: float = 0., spacing: str = 'leading', guidance_scale: float = 1.,
+           clip_x0: str | float | None = None, quantize: bool = False, schedule: LinearSchedule | None = None,
+           batch_size: int = 64, as_uint8: bool = True, decode: bool = True, amp: bool = True, latent_size: int = 32,
+           trace: list | None = None, progress: bool = True) -> np.ndarray | torch.Tensor:
+    "One tile per cluster id by DDPM or DDIM + VQ decoding: uint8 NHWC numpy, float NCHW in [0, 1], or latents (`decode=False`)."
+    if sampler not in SAMPLERS: raise ValueError(f"sampler: one of {SAMPLERS}, got {sampler!r}.")
+    if guidance_scale != 1 and unet.null_id is None:
+        raise ValueError(f"guidance_scale={guidance_scale}: guidance needs a U-Net trained with a 'no cluster' token "
+                         "(UNetConfig(null_cluster=True), PhaseConfig(p_uncond > 0)); use guidance_scale=1.")
     cluster_ids = torch.as_tensor(cluster_ids).long().flatten().cpu()
     schedule = schedule or LinearSchedule()
-    device, ts = next(unet.parameters()).device, schedule.timesteps(steps)
+    device, ts = next(unet.parameters()).device, schedule.timesteps(steps, spacing)
+    step = schedule.step if sampler == 'ddpm' else partial(schedule.ddim_step, eta=eta)
     was_training = unet.training
     unet.eval(); vqgan.eval().to(device)
     shape = (unet.cfg.in_channels, latent_size, latent_size)
@@ -458,9 +600,43 @@ def sample(unet: CondUNet, vqgan: VQVAE, cluster_ids, steps: int | None = None, 
     with tqdm(total=len(ts) * math.ceil(len(cluster_ids) / batch_size), desc='sample', disable=not progress) as bar:
         for ids in cluster_ids.split(batch_size):
             z = torch.randn((len(ids), *shape), generator=generator).to(device)
-            z = denoise(unet, z, ids.to(device), ts, schedule.step, generator, amp, bar) / unet.latent_scale
+            z = denoise(unet, z, ids.to(device), ts, step, generator, amp, bar, schedule=schedule,
+                        guidance_scale=guidance_scale, clip_x0=clip_x0, trace=trace) / unet.latent_scale
+            if quantize: z = vqgan.quantizer.embedding(vqgan.quantizer.indices(z)).permute(0, 3, 1, 2)
+
             out.append((vqgan.decode(z).float().clamp(0, 1) if decode else z).cpu())
     unet.train(was_training)
     if not decode: return torch.cat(out) if out else torch.zeros(0, *shape)
     images = torch.cat(out) if out else torch.zeros(0, 3, latent_size * vqgan.factor, latent_size * vqgan.factor)
     return to_uint8(images) if as_uint8 else images
+
+# %% ../nbs/04_diffusion.ipynb #e299abaa
+@dataclasses.dataclass
+class SampleConfig(StageConfig):
+    "How tiles are generated (the arguments of `sample`); defaults: the paper's ancestral DDPM over all T steps."
+    sampler: str = 'ddpm'                # 'ddpm' or 'ddim'
+    steps: int | None = None             # None: all T
+    spacing: str = 'leading'             # or 'trailing' (starts at t = T − 1)
+    eta: float = 0.                      # DDIM's noise (0: deterministic)
+    guidance_scale: float = 1.           # classifier-free guidance w (1: plain conditional)
+    clip_x0: str | float | None = None   # 'range', a number, or None
+    quantize: bool = False               # re-quantise the final latent before decoding
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS: raise ValueError(f"sampler: one of {SAMPLERS}, got {self.sampler!r}.")
+        if self.spacing not in ('leading', 'trailing'): raise ValueError(f"spacing: 'leading' or 'trailing', got {self.spacing!r}.")
+        if self.steps is not None and self.steps < 1: raise ValueError(f"steps: a positive number or None (all), got {self.steps}.")
+        if not self.guidance_scale >= 0: raise ValueError(f"guidance_scale: must be ≥ 0, got {self.guidance_scale}.")
+
+    def kwargs(self) -> dict:
+        "The settings as keyword arguments of `sample`."
+        return dataclasses.asdict(self)
+
+    def describe(self) -> str:
+        "A short human-readable label, e.g. 'DDIM-50 (trailing), w = 2, x0 clipped'."
+        parts = [f"{self.sampler.upper()}-{self.steps or 'all'}" + (f" ({self.spacing})" if self.steps else '')]
+        if self.sampler == 'ddim' and self.eta: parts.append(f"η = {self.eta:g}")
+        if self.guidance_scale != 1: parts.append(f"w = {self.guidance_scale:g}")
+        if self.clip_x0 is not None: parts.append(f"x0 clipped ({self.clip_x0})")
+        if self.quantize: parts.append('re-quantised')
+        return ', '.join(parts)
