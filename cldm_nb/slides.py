@@ -13,6 +13,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import openslide
 import pandas as pd
+import tifffile
 from fastcore.script import call_parse, Param
 from PIL import Image
 from skimage.filters import threshold_otsu
@@ -40,7 +41,6 @@ def write_test_slide(path: str | Path, tiles: np.ndarray, grid: tuple[int, int] 
     img = np.full((rows * size + 2 * margin, cols * size + 2 * margin, 3), 255, np.uint8)
     for i, t in enumerate(tiles[:rows * cols]):
         r, c = divmod(i, cols); img[margin + r * size:margin + (r + 1) * size, margin + c * size:margin + (c + 1) * size] = t
-    import tifffile
     with atomic_path(path) as tmp, tifffile.TiffWriter(tmp) as tif:
         for lvl in range(levels):
             res = dict(resolution=(1e4 / (mpp * 2**lvl),) * 2, resolutionunit='CENTIMETER') if mpp else {}
@@ -408,10 +408,13 @@ def map_run_slides(out: str | Path, device: str = 'auto', log=print) -> list[Pat
     "Cluster maps (`out/maps/`) of the slides a run was cut from, shown with their tissue figures in `out/report.md`."
     out = Path(out); info = out/'tiles'/'store.json'
     if not info.is_file(): return []
-    pngs = []
+    model, pngs = json.loads((out/'model.json').read_text()), []
+    inputs = [out/model['vqgan'], out/model['ldm'], out/model.get('labels', 'labels.csv')]
+    newest = max(f.stat().st_mtime_ns for f in inputs if f.is_file())
     for name, path in json.loads(info.read_text())['slides'].items():
-        png = out/'maps'/f'{_safe(name)}.png'
-        df = map_slide(out, path, png, device=device, name=name); pngs.append(png)
+        png = out/'maps'/f'{_safe(name)}.png'; pngs.append(png)
+        if png.is_file() and png.with_suffix('.csv').is_file() and png.stat().st_mtime_ns > newest: continue   # drawn by an earlier pass
+        df = map_slide(out, path, png, device=device, name=name)
         log(f"cluster map of {name}: {len(df)} tiles → {png.relative_to(out)}")
     lines = ["## Slides", "", "Tissue found on each slide (thumbnail, mask, kept tiles) and the cluster of each tile "
              "(`maps/<slide>.csv` lists tile → cluster → probability; `cldm map` draws the same for a new slide).", ""]
@@ -419,7 +422,8 @@ def map_run_slides(out: str | Path, device: str = 'auto', log=print) -> list[Pat
         lines += [f"### {png.stem}", "", f"![tissue](tissue/{png.name})", "", f"![cluster map](maps/{png.name})", ""]
     report = out/'report.md'
     if report.is_file():
-        with atomic_path(report) as f: f.write_text(report.read_text().rstrip('\n') + '\n\n' + '\n'.join(lines))
+        before = report.read_text().split('\n## Slides\n')[0].rstrip('\n')            # (replacing the section of an earlier pass)
+        with atomic_path(report) as f: f.write_text(before + '\n\n' + '\n'.join(lines))
     return pngs
 
 @call_parse
