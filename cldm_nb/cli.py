@@ -28,7 +28,7 @@ def parse_k(k: str) -> tuple[int, int]:
 
 # %% ../nbs/08_cli.ipynb #23b87b15
 @call_parse
-def cldm_run(data: Param("Folder of tiles or .npy (default: the built-in sample)", str) = None,
+def cldm_run(data: Param("Slide, folder of slides and/or tiles, or .npy (default: the built-in sample)", str) = None,
              out: Param("Output folder (default: runs/<timestamp>)", str) = None,
              preset: Param("paper, tiny or smoke (default: paper on CUDA, tiny on CPU)", str) = None,
              k: Param("K range, e.g. 10-16, or one K", str) = None,
@@ -36,7 +36,9 @@ def cldm_run(data: Param("Folder of tiles or .npy (default: the built-in sample)
              force: Param("Move an --out run with another config aside and start afresh", store_true) = False,
              config: Param("JSON settings (a run's config.json, edited) instead of --preset", str) = None,
              tile_large: Param("Cut images larger than 128 px into 128-px tiles", store_true) = False,
-             min_tissue: Param("With --tile_large: drop tiles with less than this share of tissue (0-1)", float) = None,
+             min_tissue: Param("Slides and --tile_large: drop tiles with less than this share of tissue (0-1)", float) = None,
+             mpp: Param("Slides: cut tiles at this many microns per pixel (default: full resolution)", float) = None,
+             level: Param("Slides: cut tiles from this pyramid level instead", int) = None,
              skip_bad: Param("Skip unreadable or wrong-size image files (named in a warning) instead of stopping", store_true) = False):
     "Tiles → VQ-GAN → K sweep → fine-tuning → generation → metrics → report.md, resuming finished stages."
     if config and preset: raise ValueError("give --config FILE or --preset, not both.")
@@ -46,6 +48,7 @@ def cldm_run(data: Param("Folder of tiles or .npy (default: the built-in sample)
     if tile_large: cfg = cfg.replace(tile_large=True)
     if min_tissue is not None: cfg = cfg.replace(min_tissue=min_tissue)
     if skip_bad: cfg = cfg.replace(skip_bad=True)
+    if mpp is not None or level is not None: cfg = cfg.replace(mpp=mpp, level=level)
     return run_pipeline(data, out, cfg, dev, force=force)
 
 # %% ../nbs/08_cli.ipynb #29e9de05
@@ -86,14 +89,16 @@ def cldm_eval(real: Param("Folder of real tiles", str) = None, fake: Param("Fold
     return res
 
 # %% ../nbs/08_cli.ipynb #332a4785
-COMMANDS = dict(run=cldm_run, sample=cldm_sample, eval=cldm_eval)
+from .slides import cldm_map
+
+COMMANDS = dict(run=cldm_run, sample=cldm_sample, eval=cldm_eval, map=cldm_map)
 SHORT_FLAGS = {'-n': '--n'}          # argparse gives one-letter parameters a double dash; accept the usual single one
 
 def main(argv: list[str] | None = None):
-    "Entry point of `cldm`: dispatch to `cldm run|sample|eval`."
+    "Entry point of `cldm`: dispatch to `cldm run|sample|eval|map`."
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
-        print("usage: cldm {run,sample,eval} [options]   (cldm COMMAND --help for its options)")
+        print(f"usage: cldm {{{','.join(COMMANDS)}}} [options]   (cldm COMMAND --help for its options)")
         for name, f in COMMANDS.items(): print(f"  {name:7s}{f.__doc__}")
         raise SystemExit(0 if argv and argv[0] in ('-h', '--help') else 2)
     sys.argv = [f'cldm {argv[0]}'] + [SHORT_FLAGS.get(a, a) for a in argv[1:]]

@@ -23,6 +23,7 @@ from .diffusion import LDMConfig, train_ldm, encode_latents, load_ldm
 from .finetune import Finetune1Config, Finetune2Config, finetune1, finetune2
 from .eval import (generate_for, evaluate_pairs, cluster_accuracy, plot_cluster_accuracy, cluster_gallery,
                           generated_gallery, write_label_template)
+from .slides import load_data, map_run_slides
 
 # %% auto #0
 __all__ = ['RunConfig', 'read_run_config', 'prepare_out', 'Stages', 'peak_rss_gb', 'data_stage', 'k_sweep', 'choose_k',
@@ -39,7 +40,9 @@ class RunConfig(StageConfig):
     n_chunks: int = 11                  # the paper's split: array_split into 11, the last chunk is the test set
     split_seed: int | None = None       # shuffle before splitting (None: the paper's order)
     tile_large: bool = False            # cut images larger than 128 px into 128-px tiles (else they are refused)
-    min_tissue: float = 0.              # with tile_large: drop cut tiles with a smaller share of tissue pixels
+    min_tissue: float = 0.              # slides, and images cut with tile_large: drop tiles with a smaller share of tissue
+    mpp: float | None = None            # slides: cut tiles at this many µm per pixel (None: see level)
+    level: int | None = None            # slides: cut tiles from this pyramid level as it is (None with mpp None: level 0)
     skip_bad: bool = False              # skip unreadable or wrong-size files (with a warning naming them) instead of stopping
     eval_tiles: int | None = None       # paired generation for the first N training tiles (None: all, the paper)
     n_per_cluster: int = 100            # generated tiles per cluster for the per-cluster accuracy
@@ -54,7 +57,9 @@ class RunConfig(StageConfig):
     def __post_init__(self):
         if not 2 <= self.k_min <= self.k_max: raise ValueError(f"k range: need 2 ≤ k_min ≤ k_max, got {self.k_min}-{self.k_max}.")
         if not 0 <= self.min_tissue <= 1: raise ValueError(f"min_tissue: a share of tissue pixels in 0…1, got {self.min_tissue}.")
-        if self.min_tissue and not self.tile_large: raise ValueError("min_tissue: only applies to tiles cut with tile_large; set both.")
+        if self.mpp is not None and self.level is not None: raise ValueError("mpp, level: give one of them, not both.")
+        if (self.mpp is not None and not self.mpp > 0) or (self.level is not None and self.level < 0):
+            raise ValueError(f"mpp / level: need mpp > 0 (µm per pixel) and level ≥ 0, got mpp={self.mpp}, level={self.level}.")
 
     @property
     def ks(self) -> list[int]: return list(range(self.k_min, self.k_max + 1))
@@ -138,9 +143,9 @@ def peak_rss_gb() -> float:
 
 # %% ../nbs/07_pipeline.ipynb #e0c56f5a
 def data_stage(data: str | Path, out: Path, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
-    "Load tiles, split (paper), write or check `manifest.json`; returns all tiles and the training indices."
-    tiles, names = load_tiles(data, return_paths=True, tile_large=cfg.tile_large, min_tissue=cfg.min_tissue,
-                              on_error='skip' if cfg.skip_bad else 'raise')
+    "Load tiles (slides: cut into `out/tiles`), split (paper), write or check `manifest.json`; returns all tiles and the training indices."
+    tiles, names = load_data(data, out, mpp=cfg.mpp, level=cfg.level, min_tissue=cfg.min_tissue, tile_large=cfg.tile_large,
+                             on_error='skip' if cfg.skip_bad else 'raise')
     need = max(cfg.n_chunks, cfg.k_max + 1)
     if len(tiles) < need: raise ValueError(f"{data}: {len(tiles)} tiles are too few for {cfg.n_chunks} chunks and K up to {cfg.k_max}; "
                                            "use more tiles or a smaller --k range.")
@@ -255,5 +260,6 @@ def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, 
     write_json(out/'model.json', dict(k=k, vqgan='vqgan/vqgan.pt', ldm=f'k{k}/finetune2.pt', labels='labels.csv'))
     write_json(out/'timings.json', dict(stages=stages.times, peak_rss_gb=round(peak_rss_gb(), 2)))
     report = write_report(out, cfg, k, table, result, stages.times)
+    map_run_slides(out, device, log)                           # slides: a cluster map of each, added to the report
     log(f"report: {report}")
     return dict(out=out, k=k, validity=table, **result, times=stages.times)
