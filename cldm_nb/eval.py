@@ -543,15 +543,17 @@ def colour_stats(tiles) -> dict:
     t = as_tiles(tiles).reshape(-1, 3).astype(np.float64)
     return dict(mean=t.mean(0).round(2).tolist(), std=t.std(0).round(2).tolist())
 
-def feature_space_name(net: str | nn.Module = 'vgg16', size: int = 224) -> str:
-    "How the report names the feature space."
-    return (f"ImageNet VGG16 conv5_3, global average pool, 512-d, tiles resized to {size} px" if net == 'vgg16'
-            else f"{type(net).__name__} (user-supplied), tiles resized to {size} px")
+def feature_space_name(net: str | nn.Module = 'vgg16', size: int = 224, pretrained: bool = True) -> str:
+    "How reports name the feature space (an untrained VGG16 is named as such)."
+    if net != 'vgg16': return f"{type(net).__name__} (user-supplied), tiles resized to {size} px"
+    return (f"{'ImageNet' if pretrained else 'UNTRAINED (values not meaningful)'} VGG16 conv5_3 + ReLU, global average pool, "
+            f"512-d, tiles resized to {size} px")
 
 def quality_report(real, fake, train=None, net: str | nn.Module = 'vgg16', size: int = 224, k: int = 3, subsets: int = 100,
                    subset_size: int = 1000, seed: int = 0, real_features: np.ndarray | None = None,
                    fake_features: np.ndarray | None = None, train_features: np.ndarray | None = None,
-                   batch_size: int = 64, device: str | torch.device = 'cpu', progress: bool = False) -> dict:
+                   feature_space: str | None = None, batch_size: int = 64, device: str | torch.device = 'cpu',
+                   progress: bool = False) -> dict:
     "Distribution (KID, FD, precision, recall, each with its real-vs-real floor) and, given `train`, memorisation; features computed once."
     real, fake = as_tiles(real, 'real'), as_tiles(fake, 'fake')
     feats = lambda x, f, name: f if f is not None else as_features(x, name, net=net, size=size, batch_size=batch_size,
@@ -568,7 +570,8 @@ def quality_report(real, fake, train=None, net: str | nn.Module = 'vgg16', size:
     out = dict(kid=kid_, kid_std=kid_std, kid_floor=kid_floor, kid_floor_std=kid_floor_std,
                fd=frechet_distance(ref, gen), fd_floor=frechet_distance(ref, other),
                precision=p, recall=r, precision_floor=p_floor, recall_floor=r_floor,
-               n_real=len(fr), n_fake=len(ff), n_reference=len(a), n_compared=m, feature_space=feature_space_name(net, size),
+               n_real=len(fr), n_fake=len(ff), n_reference=len(a), n_compared=m,
+               feature_space=feature_space or feature_space_name(net, size),
                colour_real=colour_stats(real), colour_fake=colour_stats(fake))
     if train is not None:
         train = as_tiles(train, 'train')
