@@ -184,7 +184,7 @@ def sweep_quality(unet, head, vq, labels: np.ndarray, features: np.ndarray, cfg:
     gen = sample(unet, vq, ids, steps=cfg.sweep_steps, generator=torch.Generator().manual_seed(seed), progress=False)
     pred = assign_clusters(head, encode_latents(vq, gen, device=device))
     fake = image_features(gen, net=feature_space(cfg)[0], size=cfg.feature_size, device=device)
-    kid_, kid_std = kid(features, fake, subset_size=len(fake) // 2, seed=cfg.seed)
+    kid_, kid_std = kid(features, fake, subset_size=max(2, len(fake) // 2), seed=cfg.seed)
     return dict(kid=kid_, kid_std=kid_std, accuracy=float(np.mean([(pred[ids == c] == c).mean() for c in np.unique(ids)])))
 
 def k_sweep(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: Path, device,
