@@ -10,8 +10,8 @@ from pathlib import Path
 from fastcore.script import call_parse, Param, store_true
 
 from .diffusion import load_ldm
-from .eval import evaluate_pairs, sample_by_label, sample_cluster
-from .pipeline import RunConfig, read_run_config, run_pipeline
+from .eval import as_tiles, evaluate_pairs, feature_space_name, quality_report, sample_by_label, sample_cluster, vgg16_features
+from .pipeline import RunConfig, distribution_markdown, read_run_config, run_pipeline
 from .vqgan import load_vqgan
 from .train import resolve_device
 
@@ -81,10 +81,19 @@ def cldm_sample(run: Param("Folder of a finished `cldm run`", str) = None,
 
 @call_parse
 def cldm_eval(real: Param("Folder of real tiles", str) = None, fake: Param("Folder of generated tiles (paired by sorted name)", str) = None,
-              untrained_lpips: Param("Use an untrained LPIPS backbone (offline testing only)", store_true) = False):
-    "SSIM / MS-SSIM / LPIPS between two folders of equal length, printed as JSON."
+              untrained_lpips: Param("Use an untrained VGG16 for LPIPS and the features (offline testing only)", store_true) = False,
+              size: Param("Side the tiles are resized to for the VGG16 features", int) = 224,
+              device: Param("auto, cpu or cuda", str) = 'auto'):
+    "KID / FD / precision / recall beside their real-vs-real floors; SSIM / MS-SSIM / LPIPS too for folders of equal length."
     if real is None or fake is None: raise ValueError("--real and --fake are required.")
-    res = evaluate_pairs(real, fake, pretrained_backbone=not untrained_lpips)
+    dev, pretrained = resolve_device(device), not untrained_lpips
+    r, f = as_tiles(real, '--real'), as_tiles(fake, '--fake')
+    q = quality_report(r, f, net=vgg16_features(pretrained), size=size, feature_space=feature_space_name('vgg16', size, pretrained), device=dev)
+    res = dict(distribution=q)
+    if r.shape == f.shape: res['paired'] = evaluate_pairs(r, f, pretrained_backbone=pretrained, device=dev, progress=False)
+    print(distribution_markdown(q), '\n')
+    print('Paired SSIM / MS-SSIM / LPIPS: ' + ('in "paired" below.' if 'paired' in res else
+          f"skipped: {len(r)} real and {len(f)} generated tiles (pairs need equal numbers and tile sizes)."))
     print(json.dumps(res, indent=2))
     return res
 

