@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fastcore.script import call_parse, Param, store_true
 
-from .diffusion import load_ldm
+from .diffusion import SampleConfig, load_ldm
 from .eval import as_tiles, evaluate_pairs, feature_space_name, quality_report, sample_by_label, sample_cluster, vgg16_features
 from .pipeline import RunConfig, distribution_markdown, read_run_config, run_pipeline
 from .vqgan import load_vqgan
@@ -30,7 +30,7 @@ def parse_k(k: str) -> tuple[int, int]:
 @call_parse
 def cldm_run(data: Param("Slide, folder of slides and/or tiles, or .npy (default: the built-in sample)", str) = None,
              out: Param("Output folder (default: runs/<timestamp>)", str) = None,
-             preset: Param("paper, tiny or smoke (default: paper on CUDA, tiny on CPU)", str) = None,
+             preset: Param("paper, cpu, tiny or smoke (default: paper on CUDA, cpu without)", str) = None,
              k: Param("K range, e.g. 10-16, or one K", str) = None,
              device: Param("auto, cpu or cuda", str) = 'auto',
              force: Param("Move an --out run with another config aside and start afresh", store_true) = False,
@@ -43,7 +43,7 @@ def cldm_run(data: Param("Slide, folder of slides and/or tiles, or .npy (default
     "Tiles → VQ-GAN → K sweep → fine-tuning → generation → metrics → report.md, resuming finished stages."
     if config and preset: raise ValueError("give --config FILE or --preset, not both.")
     dev = resolve_device(device)
-    cfg = read_run_config(config) if config else RunConfig.preset_config(preset or ('paper' if dev.type == 'cuda' else 'tiny'))
+    cfg = read_run_config(config) if config else RunConfig.preset_config(preset or ('paper' if dev.type == 'cuda' else 'cpu'))
     if k: cfg = cfg.replace(**dict(zip(('k_min', 'k_max'), parse_k(k))))
     if tile_large: cfg = cfg.replace(tile_large=True)
     if min_tissue is not None: cfg = cfg.replace(min_tissue=min_tissue)
@@ -53,12 +53,13 @@ def cldm_run(data: Param("Slide, folder of slides and/or tiles, or .npy (default
 
 # %% ../nbs/08_cli.ipynb #29e9de05
 def _run_models(run: Path, device):
-    "VQ-GAN, fine-tuned U-Net + head, and the labels path of a finished `cldm run` folder."
+    "VQ-GAN, fine-tuned U-Net + head, the labels path and the sampler settings of a finished `cldm run` folder."
     meta = run/'model.json'
     if not meta.is_file(): raise FileNotFoundError(f"{run}: no model.json; pass the --out folder of a finished `cldm run`.")
     m = json.loads(meta.read_text())
     unet, head = load_ldm(run/m['ldm'], device)
-    return load_vqgan(run/m['vqgan'], device), unet, head, run/m['labels']
+    sampling = read_run_config(run/'config.json').sampling if (run/'config.json').is_file() else SampleConfig()
+    return load_vqgan(run/m['vqgan'], device), unet, head, run/m['labels'], sampling
 
 @call_parse
 def cldm_sample(run: Param("Folder of a finished `cldm run`", str) = None,
@@ -66,16 +67,17 @@ def cldm_sample(run: Param("Folder of a finished `cldm run`", str) = None,
                 cluster: Param("Cluster id to generate", int) = None,
                 label: Param("Cluster name from the run's labels.csv", str) = None,
                 n: Param("Number of tiles", int) = 16,
-                steps: Param("Sampling steps (default: all)", int) = None,
+                steps: Param("Sampling steps (default: the run's own sampler settings)", int) = None,
                 seed: Param("Seed", int) = 0,
                 device: Param("auto, cpu or cuda", str) = 'auto'):
     "Generate `n` tiles of one cluster, by id or by label, as provenance-stamped PNGs."
     if run is None or out is None: raise ValueError("--run and --out are required.")
     if (cluster is None) == (label is None): raise ValueError("give exactly one of --cluster ID or --label NAME.")
     dev = resolve_device(device)
-    vq, unet, head, labels = _run_models(Path(run), dev)
-    if label is not None: tiles = sample_by_label(label, n, unet, vq, labels, steps=steps, seed=seed, out_dir=out, device=dev)
-    else: tiles = sample_cluster(unet, vq, cluster, n, steps=steps, seed=seed, out_dir=out, device=dev)
+    vq, unet, head, labels, sampling = _run_models(Path(run), dev)
+    if steps is not None: sampling = sampling.replace(steps=steps)
+    if label is not None: tiles = sample_by_label(label, n, unet, vq, labels, steps=sampling, seed=seed, out_dir=out, device=dev)
+    else: tiles = sample_cluster(unet, vq, cluster, n, steps=sampling, seed=seed, out_dir=out, device=dev)
     print(f"wrote {len(tiles)} tiles to {out}")
     return tiles
 

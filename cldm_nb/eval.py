@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from . import __version__
 from .data import atomic_path, list_images, load_tiles, read_rgb, save_figure, to_tensor, to_uint8, write_json
-from .diffusion import encode_latents, sample
+from .diffusion import SampleConfig, encode_latents, sample
+
 from .imsat import assign_clusters
 from .train import resolve_device, seeded
 from .vqgan import lpips_vgg, vgg16_cache_file
@@ -31,11 +32,11 @@ from .vqgan import lpips_vgg, vgg16_cache_file
 __all__ = ['METRICS', 'SYNTHETIC_NOTE', 'LABEL_COLUMNS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'COPY_RATIO', 'as_tiles',
            'paired_tiles', 'ssim_torch', 'ssim_paired', 'msssim_paired', 'lpips_net', 'lpips_paired', 'evaluate_pairs',
            'weights_hash', 'save_synthetic_png', 'read_provenance', 'is_synthetic', 'write_label_template',
-           'load_labels', 'label_to_id', 'cluster_grid', 'cluster_gallery', 'derive_seed', 'sample_cluster',
-           'generate_for', 'cluster_accuracy', 'plot_cluster_accuracy', 'generated_gallery', 'sample_by_label',
-           'vgg16_features', 'image_features', 'as_features', 'mmd2_unbiased', 'kid', 'frechet_distance',
-           'precision_recall', 'nearest_training', 'plot_nearest', 'colour_stats', 'feature_space_name',
-           'quality_report']
+           'load_labels', 'label_to_id', 'cluster_grid', 'cluster_gallery', 'derive_seed', 'sampling_config',
+           'sample_cluster', 'generate_for', 'cluster_accuracy', 'plot_cluster_accuracy', 'generated_gallery',
+           'sample_by_label', 'vgg16_features', 'image_features', 'as_features', 'mmd2_unbiased', 'kid',
+           'frechet_distance', 'precision_recall', 'nearest_training', 'plot_nearest', 'colour_stats',
+           'feature_space_name', 'quality_report']
 
 # %% ../nbs/06_eval.ipynb #ea3940ae
 def _infer_size(src: Path) -> int:
@@ -296,10 +297,16 @@ def derive_seed(seed: int, *keys: int) -> int:
     "A distinct 32-bit seed for each `(seed, *keys)` (numpy `SeedSequence` hashing; keys ≥ 0)."
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
-def _sample_batch(unet: nn.Module, vqgan: nn.Module, cluster_ids, seed: int, steps: int | None) -> np.ndarray:
-    "uint8 tiles for `cluster_ids`, all from one generator seeded with `seed`."
-    return sample(unet, vqgan, np.asarray(cluster_ids), steps=steps, generator=torch.Generator().manual_seed(seed),
-                  batch_size=max(len(cluster_ids), 1), progress=False)
+def sampling_config(steps: int | SampleConfig | None = None) -> SampleConfig:
+    "The sampler settings that the generation functions' `steps` argument stands for: None (the paper's), a step count, or a `SampleConfig`."
+    if isinstance(steps, SampleConfig): return steps
+    if steps is None or isinstance(steps, (int, np.integer)): return SampleConfig(steps=None if steps is None else int(steps))
+    raise ValueError(f"steps: a number of steps, None (all) or a SampleConfig, got {steps!r}.")
+
+def _sample_batch(unet: nn.Module, vqgan: nn.Module, cluster_ids, seed: int, steps: int | SampleConfig | None) -> np.ndarray:
+    "uint8 tiles for `cluster_ids`, all from one generator seeded with `seed`, under the sampler settings `steps`."
+    return sample(unet, vqgan, np.asarray(cluster_ids), generator=torch.Generator().manual_seed(seed),
+                  batch_size=max(len(cluster_ids), 1), progress=False, **sampling_config(steps).kwargs())
 
 def _on_device(device, *models: nn.Module) -> torch.device:
     "Resolve `device` and move the models there (eval mode); returns the device."
@@ -307,7 +314,7 @@ def _on_device(device, *models: nn.Module) -> torch.device:
     for m in models: m.to(device).eval()
     return device
 
-def sample_cluster(unet: nn.Module, vqgan: nn.Module, cluster_id: int, n: int, steps: int | None = None, seed: int = 0,
+def sample_cluster(unet: nn.Module, vqgan: nn.Module, cluster_id: int, n: int, steps: int | SampleConfig | None = None, seed: int = 0,
                    batch_size: int = 64, out_dir: str | Path | None = None, device: str | torch.device | None = None,
                    progress: bool = True, **meta) -> np.ndarray:
     "`n` uint8 tiles generated for `cluster_id` (batch b seeded by `(seed, cluster_id, b)`); stamped PNGs in `out_dir` when given."
@@ -321,7 +328,8 @@ def sample_cluster(unet: nn.Module, vqgan: nn.Module, cluster_id: int, n: int, s
         out.append(_sample_batch(unet, vqgan, [int(cluster_id)] * min(batch_size, n - start), s, steps))
         for j, tile in enumerate(out[-1] if out_dir is not None else []):
             save_synthetic_png(Path(out_dir) / f'cluster{int(cluster_id):02d}_{start + j:05d}.png', tile, weights_sha256=digest,
-                               cluster_id=int(cluster_id), seed=s, batch_index=j, steps=steps or 'all', **meta)
+                               cluster_id=int(cluster_id), seed=s, batch_index=j, sampler=sampling_config(steps).describe(), **meta)
+
     return np.concatenate(out) if out else np.zeros((0, 128, 128, 3), np.uint8)
 
 # %% ../nbs/06_eval.ipynb #46927b01
@@ -338,7 +346,7 @@ def _generation_record(out_dir: Path, record: dict) -> None:
     else: write_json(path, record)
 
 def generate_for(tiles, unet: nn.Module, vqgan: nn.Module, head: nn.Module | None = None, out_dir: str | Path = 'generated',
-                 cluster_ids: Sequence[int] | None = None, steps: int | None = None, seed: int = 765, batch_size: int = 64,
+                 cluster_ids: Sequence[int] | None = None, steps: int | SampleConfig | None = None, seed: int = 765, batch_size: int = 64,
                  device: str | torch.device | None = None, progress: bool = True) -> list[Path]:
     "Paper protocol: one generated tile per tile of `tiles`, under its cluster, as stamped PNGs `out_dir/{i:06d}.png`; resumable."
     tiles = as_tiles(tiles)
@@ -350,7 +358,7 @@ def generate_for(tiles, unet: nn.Module, vqgan: nn.Module, head: nn.Module | Non
     if cluster_ids.shape != (len(tiles),): raise ValueError(f"cluster_ids: expected one id per tile ({len(tiles)}), got shape {cluster_ids.shape}.")
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     digest = weights_hash(unet, vqgan)
-    _generation_record(out_dir, dict(n=len(tiles), seed=seed, steps=steps, batch_size=batch_size, weights_sha256=digest,
+    _generation_record(out_dir, dict(n=len(tiles), seed=seed, sampling=sampling_config(steps).to_dict(), batch_size=batch_size, weights_sha256=digest,
                                      version=__version__, cluster_ids=cluster_ids.tolist()))
     width = max(6, len(str(len(tiles) - 1)))                       # zero-padded: sorted names = tile order
     files = [out_dir / f'{i:0{width}d}.png' for i in range(len(tiles))]
@@ -362,12 +370,14 @@ def generate_for(tiles, unet: nn.Module, vqgan: nn.Module, head: nn.Module | Non
             gen = _sample_batch(unet, vqgan, cluster_ids[start:start + batch_size], s, steps)
             for i in todo:
                 save_synthetic_png(files[i], gen[i - start], weights_sha256=digest, cluster_id=int(cluster_ids[i]), seed=s,
-                                   batch_index=i - start, steps=steps or 'all', source_index=i)
+                                   batch_index=i - start, sampler=sampling_config(steps).describe(), source_index=i)
+
             bar.update(len(todo))
     return files
 
 # %% ../nbs/06_eval.ipynb #03974ca2
-def cluster_accuracy(unet: nn.Module, head: nn.Module, vqgan: nn.Module, n_per_cluster: int = 100, steps: int | None = None,
+def cluster_accuracy(unet: nn.Module, head: nn.Module, vqgan: nn.Module, n_per_cluster: int = 100, steps: int | SampleConfig | None = None,
+
                      seed: int = 0, batch_size: int = 64, device: str | torch.device | None = None,
                      progress: bool = True) -> pd.DataFrame:
     "Per cluster: tiles generated under it, how many the head assigns back to it, the accuracy, and the most frequent other cluster."
@@ -398,7 +408,7 @@ def plot_cluster_accuracy(df: pd.DataFrame, names: str | Path | pd.DataFrame | N
 
 # %% ../nbs/06_eval.ipynb #e0ff7f01
 def generated_gallery(unet: nn.Module, vqgan: nn.Module, n: int = 10, names: str | Path | pd.DataFrame | None = None,
-                      steps: int | None = None, seed: int = 0, batch_size: int = 64, device: str | torch.device | None = None,
+                      steps: int | SampleConfig | None = None, seed: int = 0, batch_size: int = 64, device: str | torch.device | None = None,
                       path: str | Path | None = None, progress: bool = True):
     "Paper Fig. 3: `n` generated tiles for each cluster, one row per cluster (`sample_cluster` seeds); PNG when `path`."
     k = unet.cfg.n_clusters
@@ -407,7 +417,8 @@ def generated_gallery(unet: nn.Module, vqgan: nn.Module, n: int = 10, names: str
     return cluster_grid(rows, _row_titles([None] * k, names), n, path=path)
 
 def sample_by_label(name: str, n: int, unet: nn.Module, vqgan: nn.Module, labels: str | Path | pd.DataFrame,
-                    steps: int | None = None, seed: int = 0, batch_size: int = 64, out_dir: str | Path | None = None,
+                    steps: int | SampleConfig | None = None, seed: int = 0, batch_size: int = 64, out_dir: str | Path | None = None,
+
                     device: str | torch.device | None = None, progress: bool = True) -> np.ndarray:
     "`n` tiles generated for the cluster an expert named `name` in the `labels` file (see `load_labels`)."
     df = load_labels(labels, unet.cfg.n_clusters)

@@ -19,7 +19,7 @@ from .train import StageConfig, resolve_device
 from .vqgan import VQGANConfig, train_vqgan, lpips_vgg, vgg16_cache_file
 from .imsat import assign_clusters, cluster_features, cluster_probs
 from .validity import validity_table, best_k, plot_validity, INDICES
-from .diffusion import LDMConfig, train_ldm, encode_latents, load_ldm, sample
+from .diffusion import LDMConfig, UNetConfig, SampleConfig, train_ldm, encode_latents, load_ldm, sample
 from .finetune import Finetune1Config, Finetune2Config, finetune1, finetune2
 from .eval import (generate_for, evaluate_pairs, cluster_accuracy, plot_cluster_accuracy, cluster_gallery,
                           generated_gallery, write_label_template, as_tiles, derive_seed, vgg16_features, image_features,
@@ -49,12 +49,12 @@ class RunConfig(StageConfig):
     eval_tiles: int | None = None       # paired generation for the first N training tiles (None: all, the paper)
     n_per_cluster: int = 100            # generated tiles per cluster for the per-cluster accuracy
     gallery_n: int = 10                 # tiles per row in the galleries
-    sample_steps: int | None = None     # DDPM steps when sampling (None: all T)
+    sampling: SampleConfig = field(default_factory=SampleConfig)   # how tiles are generated (default: DDPM, all T steps)
     pretrained_lpips: bool | None = None  # ImageNet VGG16 for LPIPS and the feature space (None: when its weights are installed;
                                         #   True: required; False: untrained, values meaningless)
     feature_size: int = 224             # tiles resized to this for the VGG16 feature space (KID, FD, precision/recall, audit)
     sweep_tiles: int = 500              # per K of the sweep: tiles generated (clusters drawn as in the training set) for KID and accuracy
-    sweep_steps: int | None = None      # their DDPM steps (None: all T)
+    sweep_steps: int | None = None      # their sampling steps (None: those of `sampling`)
     vqgan: VQGANConfig = field(default_factory=VQGANConfig)
     ldm: LDMConfig = field(default_factory=LDMConfig)
     finetune1: Finetune1Config = field(default_factory=Finetune1Config)
@@ -75,7 +75,7 @@ class RunConfig(StageConfig):
     def tiny(cls, **kw) -> 'RunConfig':
         "The CPU demo: small models, short training (Adam where the paper's optimiser would not move in time), K = 3…5."
         return cls(**{**dict(preset='tiny', k_min=3, k_max=5, eval_tiles=64, n_per_cluster=16, gallery_n=8,
-                             sample_steps=50, sweep_tiles=32, sweep_steps=25,
+                             sampling=SampleConfig(steps=50), sweep_tiles=32, sweep_steps=25,
                              vqgan=VQGANConfig.tiny(epochs=12, lr=1e-3, disc_start=10**6),
                              ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3),
                              finetune1=Finetune1Config.tiny(lr=3e-3, epochs=30), finetune2=Finetune2Config.tiny(epochs=4)), **kw})
@@ -83,15 +83,32 @@ class RunConfig(StageConfig):
     @classmethod
     def smoke(cls, **kw) -> 'RunConfig':
         "Seconds per stage (one short epoch each, K = 2…3, 3 sampling steps): checks a data folder and an install; its numbers mean nothing."
-        return cls.tiny(**{**dict(preset='smoke', k_min=2, k_max=3, eval_tiles=6, n_per_cluster=3, gallery_n=3, sample_steps=3,
+        return cls.tiny(**{**dict(preset='smoke', k_min=2, k_max=3, eval_tiles=6, n_per_cluster=3, gallery_n=3, sampling=SampleConfig(steps=3),
                                   feature_size=64, sweep_tiles=4, sweep_steps=2,
                                   vqgan=VQGANConfig.tiny(epochs=1), ldm=LDMConfig.tiny(epochs=1),
                                   finetune1=Finetune1Config.tiny(epochs=1), finetune2=Finetune2Config.tiny(epochs=1)), **kw})
 
     @classmethod
+    def cpu(cls, **kw) -> 'RunConfig':
+        "What `cldm run` uses without a GPU: ~15 min on 2 cores for the sample, spent where the measurements of `05_finetune` say it pays."
+        unet = UNetConfig.tiny(n_clusters=4, null_cluster=True)
+        return cls.tiny(**{**dict(preset='cpu', n_per_cluster=32, gallery_n=8, sweep_tiles=32, sweep_steps=25,
+                                  sampling=SampleConfig(sampler='ddim', steps=50, spacing='trailing', clip_x0='range'),
+                                  vqgan=VQGANConfig.tiny(ch=(16, 32, 32), mid=(32, 32), epochs=40, lr=1e-3, disc_start=10**6),
+                                  ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3, unet=unet, p_uncond=0.1),
+                                  finetune1=Finetune1Config(batch_size=16, epochs=250, lr=1e-3, ema_decay=0.999, p_uncond=0.1),
+                                  finetune2=Finetune2Config.tiny(epochs=2, p_uncond=0.1)), **kw})
+
+    @property
+    def sweep_sampling(self) -> SampleConfig:
+        "The sampler settings of the K sweep's quick generations: `sampling` with `sweep_steps` steps when set."
+        return self.sampling if self.sweep_steps is None else self.sampling.replace(steps=self.sweep_steps)
+
+    @classmethod
     def preset_config(cls, preset: str, **kw) -> 'RunConfig':
-        "`RunConfig()` for 'paper', `RunConfig.tiny()` for 'tiny', `RunConfig.smoke()` for 'smoke'."
-        presets = dict(paper=cls, tiny=cls.tiny, smoke=cls.smoke)
+        "`RunConfig()` for 'paper', `.cpu()` for 'cpu', `.tiny()` for 'tiny', `.smoke()` for 'smoke'."
+        presets = dict(paper=cls, cpu=cls.cpu, tiny=cls.tiny, smoke=cls.smoke)
+
         if preset not in presets: raise ValueError(f"preset: one of {', '.join(presets)}, got {preset!r}.")
         return presets[preset](**kw)
 
@@ -186,7 +203,7 @@ def sweep_quality(unet, head, vq, labels: np.ndarray, features: np.ndarray, cfg:
     "One K's joint-stage model: KID (vs the training tiles) and mean per-cluster accuracy of `cfg.sweep_tiles` generated tiles."
     seed = derive_seed(cfg.seed, k)
     ids = np.random.default_rng(seed).choice(labels, cfg.sweep_tiles)      # clusters in the training proportions
-    gen = sample(unet, vq, ids, steps=cfg.sweep_steps, generator=torch.Generator().manual_seed(seed), progress=False)
+    gen = sample(unet, vq, ids, generator=torch.Generator().manual_seed(seed), progress=False, **cfg.sweep_sampling.kwargs())
     pred = assign_clusters(head, encode_latents(vq, gen, device=device))
     fake = image_features(gen, net=feature_space(cfg)[0], size=cfg.feature_size, device=device)
     kid_, kid_std = kid(features, fake, subset_size=max(2, len(fake) // 2), seed=cfg.seed)
@@ -253,7 +270,7 @@ def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg
     n = len(train) if cfg.eval_tiles is None else min(cfg.eval_tiles, len(train))
     labels = assign_clusters(head, latents)                     # the fine-tuned head's clusters of the training tiles
     with stages('paired generation'):
-        generate_for(train[:n], unet, vq, out_dir=out/'generated', cluster_ids=labels[:n], steps=cfg.sample_steps,
+        generate_for(train[:n], unet, vq, out_dir=out/'generated', cluster_ids=labels[:n], steps=cfg.sampling,
                      seed=cfg.seed, device=device)
     with stages('SSIM / MS-SSIM / LPIPS'):
         metrics = evaluate_pairs(train[:n], out/'generated', pretrained_backbone=cfg.pretrained_vgg, device=device)
@@ -263,12 +280,12 @@ def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg
         metrics['distribution'], metrics['memorisation'] = distribution_stage(train, features, cfg, out, device)
         write_json(out/'metrics.json', metrics)
     with stages('per-cluster accuracy'):
-        acc = cluster_accuracy(unet, head, vq, cfg.n_per_cluster, steps=cfg.sample_steps, seed=cfg.seed, device=device)
+        acc = cluster_accuracy(unet, head, vq, cfg.n_per_cluster, steps=cfg.sampling, seed=cfg.seed, device=device)
         with atomic_path(out/'cluster_accuracy.csv') as f: acc.to_csv(f, index=False)
         plot_cluster_accuracy(acc, path=out/'cluster_accuracy.png')
     with stages('galleries'):
         cluster_gallery(train, labels, cfg.gallery_n, n_clusters=head.n_clusters, path=out/'gallery_real.png')
-        generated_gallery(unet, vq, cfg.gallery_n, steps=cfg.sample_steps, seed=cfg.seed, device=device, path=out/'gallery_generated.png')
+        generated_gallery(unet, vq, cfg.gallery_n, steps=cfg.sampling, seed=cfg.seed, device=device, path=out/'gallery_generated.png')
     with stages('label template'):
         if not (out/'labels.csv').exists(): write_label_template(out/'labels.csv', head.n_clusters)
     return dict(metrics=metrics, accuracy=acc)
@@ -304,7 +321,7 @@ def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result:
     m, acc = result['metrics'], result['accuracy']
     mem, q = m['memorisation'], m['distribution']
     sweep = (f"The KID and accuracy columns: {cfg.sweep_tiles} tiles generated by each K's joint-stage model (before "
-             f"fine-tuning; {cfg.sweep_steps or 'all'} sampling steps), clusters drawn in the training proportions, KID "
+             f"fine-tuning; sampled with {cfg.sweep_sampling.describe()}), clusters drawn in the training proportions, KID "
              f"against all training tiles and the mean over clusters of the share the head assigns back. Lowest KID at "
              f"K = {table['kid'].idxmin()}, highest accuracy at K = {table['accuracy'].idxmax()}, the indices vote for K = {k}. "
              "(C-EDM, WACV 2025, found no link between the validity-chosen K and generation quality on natural images.)"
@@ -347,7 +364,7 @@ def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, 
                  device: str | torch.device | None = 'auto', k: int | None = None, force: bool = False, log=print) -> dict:
     "Run every stage (skipping finished ones) from tiles in `data` (default: the sample) to `out/report.md`."
     device = resolve_device(device)
-    cfg = cfg or RunConfig.preset_config('paper' if device.type == 'cuda' else 'tiny')
+    cfg = cfg or RunConfig.preset_config('paper' if device.type == 'cuda' else 'cpu')
     data = Path(data) if data is not None else sample_data()
     out = Path(out) if out is not None else Path('runs')/datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
     if cfg.pretrained_lpips: lpips_vgg(True)                  # fail now, not after hours of training, if the weights are missing
