@@ -4,7 +4,7 @@
 
 # %% ../nbs/00a_train.ipynb #fa01558a
 from __future__ import annotations
-import csv, dataclasses, io, math, time, typing
+import csv, dataclasses, io, math, os, time, typing
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -17,8 +17,9 @@ from tqdm import tqdm
 from .data import atomic_path
 
 # %% auto #0
-__all__ = ['StageConfig', 'save_checkpoint', 'load_checkpoint', 'resolve_device', 'seeded', 'count_params', 'NonFiniteLossError',
-           'Trainer', 'optimise', 'autocast', 'state_dict', 'load_state', 'save', 'write_log', 'fit', 'plot_log']
+__all__ = ['MAX_STEPS_VAR', 'StageConfig', 'save_checkpoint', 'load_checkpoint', 'resolve_device', 'seeded', 'count_params',
+           'NonFiniteLossError', 'Trainer', 'optimise', 'autocast', 'state_dict', 'load_state', 'save', 'write_log',
+           'step_cap', 'fit', 'plot_log']
 
 # %% ../nbs/00a_train.ipynb #fb0e1eb7
 def _plain(v):
@@ -210,6 +211,17 @@ def write_log(self: Trainer) -> Path:
 
 Trainer._batches, Trainer.write_log = _batches, write_log
 
+# %% ../nbs/00a_train.ipynb #f1c474bb
+MAX_STEPS_VAR = 'CLDM_MAX_STEPS'
+
+def step_cap(n: int | None = None) -> int | None:
+    "`n` capped by the environment variable `CLDM_MAX_STEPS` when it is set (`None`, i.e. unbounded, becomes the cap)."
+    v = os.environ.get(MAX_STEPS_VAR, '').strip()
+    if not v: return n
+    if not v.isdigit() or int(v) < 1:
+        raise ValueError(f"{MAX_STEPS_VAR}={v!r}: must be a positive whole number of steps (or unset for no cap).")
+    return int(v) if n is None else min(n, int(v))
+
 # %% ../nbs/00a_train.ipynb #aec56624
 def _end_epoch(self: Trainer, t0: float) -> None:
     "Average the epoch's metrics, add `on_epoch_end` extras, log and checkpoint."
@@ -221,8 +233,9 @@ def _end_epoch(self: Trainer, t0: float) -> None:
     self.history.append(row)
 
 def fit(self: Trainer, resume: bool = True, max_steps: int | None = None) -> Trainer:
-    "Train to the end (or `max_steps` more steps), resuming from `ckpt_path` when `resume`."
+    "Train to the end (or `max_steps` more steps, at most `step_cap()`), resuming from `ckpt_path` when `resume`."
     if resume and self.ckpt_path.exists(): self.load_state(load_checkpoint(self.ckpt_path, self.device), self.ckpt_path)
+    max_steps = step_cap(max_steps)
     stop = self.total_steps if max_steps is None else min(self.total_steps, self.step + max_steps)
     t0 = last_save = time.time(); start = self.step
     bar = tqdm(total=self.total_steps, initial=self.step, desc=self.name, disable=not self.progress,
