@@ -9,6 +9,7 @@ run's sampler settings: the quality-vs-training-time curve.
 
     python bench/generation_levers.py --run runs/cpu [--n 64] [--grid samplers,ema,clip,quantize,guidance]
     python bench/generation_levers.py --run runs/cpu --ckpt a.pt b.pt
+    python bench/generation_levers.py --run runs/cpu --model runs/cpu/k5/finetune1.pt --grid ema   # EMA lives in finetune-1
 """
 import argparse, json, time
 from pathlib import Path
@@ -54,22 +55,26 @@ def evaluate(ckpt: Path, vq, s: SampleConfig, ema: bool, train, ids, real, feats
                 rgb_mean='/'.join(f'{v:.0f}' for v in q['colour_fake']['mean']), rgb_std='/'.join(f'{v:.0f}' for v in q['colour_fake']['std']),
                 latent_std_mid=trace[len(trace) // 2][1], latent_std_end=trace[-1][1], seconds_per_tile=sec / len(ids))
 
-def main(run: Path, n: int, acc_n: int, groups: list[str], ckpts: list[Path]) -> None:
+def load_run(run: Path, n: int):
+    "A finished run's config, VQ-GAN, training tiles, the clusters of the first `n` of them, all real tiles and their features."
     cfg, m = read_run_config(run/'config.json'), json.loads((run/'model.json').read_text())
     tiles = load_tiles(json.loads((run/'config.json').read_text())['data'])      # a run on tiles (not slides)
     train = tiles[read_manifest(run/'manifest.json')['train_idx']]
     vq = load_vqgan(run/m['vqgan'])
-    head = load_ldm(run/m['ldm'])[1]
-    ids = assign_clusters(head, encode_latents(vq, train))[:n]
+    ids = assign_clusters(load_ldm(run/m['ldm'])[1], encode_latents(vq, train))[:n]
     net = vgg16_features()
-    feats = dict(net=net, real=image_features(tiles, net=net), train=image_features(train, net=net))
-    print(f"run {run} (preset {cfg.preset}), {n} generated vs {len(tiles)} real tiles, {acc_n} per cluster for the accuracy")
+    return cfg, vq, train, ids, tiles, dict(net=net, real=image_features(tiles, net=net), train=image_features(train, net=net))
+
+def main(run: Path, n: int, acc_n: int, groups: list[str], ckpts: list[Path], model: Path | None) -> None:
+    cfg, vq, train, ids, tiles, feats = load_run(run, n)
+    model = model or run/json.loads((run/'model.json').read_text())['ldm']
+    print(f"run {run} (preset {cfg.preset}), model {model.name}, {n} generated vs {len(tiles)} real tiles, {acc_n} per cluster for the accuracy")
     pd.set_option('display.width', 200); pd.set_option('display.precision', 3)
     if ckpts:
         rows = {c.name: evaluate(c, vq, cfg.sampling, True, train, ids, tiles, feats, acc_n, cfg.seed) for c in ckpts}
         print(f"\n## checkpoints, {cfg.sampling.describe()}\n" + pd.DataFrame(rows).T.to_string()); return
     for g in groups:
-        rows = {label: evaluate(run/m['ldm'], vq, s, ema, train, ids, tiles, feats, acc_n, cfg.seed) for label, s, ema in grids(cfg.sampling)[g]}
+        rows = {label: evaluate(model, vq, s, ema, train, ids, tiles, feats, acc_n, cfg.seed) for label, s, ema in grids(cfg.sampling)[g]}
         print(f"\n## {g}\n" + pd.DataFrame(rows).T.to_string(), flush=True)
 
 if __name__ == '__main__':
@@ -77,6 +82,7 @@ if __name__ == '__main__':
     p.add_argument('--run', type=Path, required=True); p.add_argument('--n', type=int, default=64)
     p.add_argument('--acc_n', type=int, default=16)
     p.add_argument('--grid', default='samplers,ema,clip,quantize,guidance'); p.add_argument('--ckpt', type=Path, nargs='*', default=[])
+    p.add_argument('--model', type=Path, help="the checkpoint the grids use (default: the run's final model)")
     a = p.parse_args()
     torch.set_num_threads(2)
-    main(a.run, a.n, a.acc_n, a.grid.split(','), a.ckpt)
+    main(a.run, a.n, a.acc_n, a.grid.split(','), a.ckpt, a.model)

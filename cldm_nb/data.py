@@ -147,13 +147,16 @@ def show_tiles(tiles: np.ndarray, nrows: int = 4, ncols: int = 8, titles: Sequen
 # %% ../nbs/00_data.ipynb #37d69660
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    "Yield a temporary path beside `path`; on success rename it over `path`, on error remove it."
+    "Yield a temporary path beside `path`; on success rename it over `path` (with the permissions of a new file), on error remove it."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        umask = os.umask(0); os.umask(umask)         # mkstemp makes 0600 files; give what open() would
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+
     finally:
         if os.path.exists(tmp): os.remove(tmp)
 

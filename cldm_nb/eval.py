@@ -17,7 +17,7 @@ import lpips
 import torchvision
 from PIL import Image, PngImagePlugin
 from pytorch_msssim import ms_ssim
-from skimage.metrics import structural_similarity
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm import tqdm
 
 from . import __version__
@@ -36,7 +36,7 @@ __all__ = ['METRICS', 'SYNTHETIC_NOTE', 'LABEL_COLUMNS', 'IMAGENET_MEAN', 'IMAGE
            'sample_cluster', 'generate_for', 'cluster_accuracy', 'plot_cluster_accuracy', 'generated_gallery',
            'sample_by_label', 'vgg16_features', 'image_features', 'as_features', 'mmd2_unbiased', 'kid',
            'frechet_distance', 'precision_recall', 'nearest_training', 'plot_nearest', 'colour_stats',
-           'feature_space_name', 'quality_report']
+           'feature_space_name', 'quality_report', 'psnr_paired', 'reconstruction_psnr']
 
 # %% ../nbs/06_eval.ipynb #ea3940ae
 def _infer_size(src: Path) -> int:
@@ -590,3 +590,22 @@ def quality_report(real, fake, train=None, net: str | nn.Module = 'vgg16', size:
         out.update(copy_share=audit['copy_share'], ratio_median=audit['ratio_median'], copy_threshold=audit['threshold'],
                    n_train=len(train), nearest=audit['table'])
     return out
+
+# %% ../nbs/06_eval.ipynb #534220c4
+def psnr_paired(real, fake) -> np.ndarray:
+    "PSNR (dB, 0–255 scale) of each tile of `fake` against the same-index tile of `real` (scikit-image)."
+    real, fake = as_tiles(real, 'real'), as_tiles(fake, 'fake')
+    if real.shape != fake.shape: raise ValueError(f"real, fake: need equal shapes, got {real.shape} and {fake.shape}.")
+    return np.array([peak_signal_noise_ratio(a, b, data_range=255) for a, b in zip(real, fake)])
+
+@torch.no_grad()
+def reconstruction_psnr(vqgan: nn.Module, tiles, batch_size: int = 32, device: str | torch.device | None = None) -> dict:
+    "The VQ-GAN's reconstructions of uint8 `tiles` against them: mean and std of per-tile PSNR, pooled-MSE PSNR, tile count."
+    tiles = as_tiles(tiles, 'tiles')
+    device = resolve_device(device)
+    vqgan.eval().to(device)
+    recon = np.concatenate([to_uint8(vqgan(to_tensor(tiles[i:i + batch_size]).to(device))[0].clamp(0, 1).cpu())
+                            for i in range(0, len(tiles), batch_size)])
+    p = psnr_paired(tiles, recon)
+    mse = np.mean((tiles.astype(np.float64) - recon) ** 2)
+    return dict(psnr=float(p.mean()), psnr_std=float(p.std()), psnr_pooled=float(10 * np.log10(255 ** 2 / max(mse, 1e-12))), n=len(tiles))

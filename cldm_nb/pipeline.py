@@ -23,7 +23,7 @@ from .diffusion import LDMConfig, UNetConfig, SampleConfig, train_ldm, encode_la
 from .finetune import Finetune1Config, Finetune2Config, finetune1, finetune2
 from .eval import (generate_for, evaluate_pairs, cluster_accuracy, plot_cluster_accuracy, cluster_gallery,
                           generated_gallery, write_label_template, as_tiles, derive_seed, vgg16_features, image_features,
-                          kid, quality_report, feature_space_name, plot_nearest)
+                          kid, quality_report, feature_space_name, plot_nearest, reconstruction_psnr)
 from .slides import load_data, map_run_slides
 
 # %% auto #0
@@ -93,10 +93,12 @@ class RunConfig(StageConfig):
         "What `cldm run` uses without a GPU: ~15 min on 2 cores for the sample, spent where the measurements of `05_finetune` say it pays."
         unet = UNetConfig.tiny(n_clusters=4, null_cluster=True)
         return cls.tiny(**{**dict(preset='cpu', n_per_cluster=32, gallery_n=8, sweep_tiles=32, sweep_steps=25,
-                                  sampling=SampleConfig(sampler='ddim', steps=50, spacing='trailing', clip_x0='range'),
+                                  sampling=SampleConfig(sampler='ddim', steps=50, spacing='trailing', clip_x0='range', guidance_scale=3.),
+
                                   vqgan=VQGANConfig.tiny(ch=(16, 32, 32), mid=(32, 32), epochs=40, lr=1e-3, disc_start=10**6),
                                   ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3, unet=unet, p_uncond=0.1),
-                                  finetune1=Finetune1Config(batch_size=16, epochs=250, lr=1e-3, ema_decay=0.995, p_uncond=0.1),
+                                  finetune1=Finetune1Config(batch_size=16, epochs=170,
+ lr=1e-3, ema_decay=0.995, p_uncond=0.1),
                                   finetune2=Finetune2Config.tiny(epochs=2, p_uncond=0.1)), **kw})
 
     @property
@@ -316,7 +318,16 @@ def distribution_markdown(q: dict) -> str:
         "inside the real k-NN manifold (fidelity); recall: share of real tiles inside the generated one (coverage).", "",
         f"Colour, mean ± std per channel (0–255): real {colour(q['colour_real'])}; generated {colour(q['colour_fake'])}."])
 
-def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result: dict, times: dict) -> Path:
+def _reconstruction_markdown(rec: dict | None) -> str:
+    "The report's line on the VQ-GAN's reconstructions (the sharpness ceiling of every generated tile)."
+    if not rec: return "(not measured)"
+    line = lambda r, what: f"{r['psnr']:.1f} ± {r['psnr_std']:.1f} dB (pooled {r['psnr_pooled']:.1f} dB) on the {r['n']} {what} tiles"
+    test = line(rec['test'], 'held-out test') if rec.get('test') else "no held-out test tiles"
+    return (f"Reconstruction PSNR: **{test}**; {line(rec['train'], 'training')}. Generated tiles are decoded by this "
+            "autoencoder, so they can be no sharper than its reconstructions (~25 dB keeps nuclei and lumina on H&E tiles).")
+
+def write_report(
+out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result: dict, times: dict) -> Path:
     "Write `out/report.md`: setup, validity sweep, distribution + memorisation, paired metrics, per-cluster accuracy, galleries, timings."
     m, acc = result['metrics'], result['accuracy']
     mem, q = m['memorisation'], m['distribution']
@@ -334,6 +345,7 @@ def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result:
              "## Choosing K", "", f"Joint training for K = {cfg.k_min}…{cfg.k_max}, five internal validity indices, **K = {k}** by vote.", "",
              _md_table(table), "", sweep, "",
              "![validity](validity.png)" if (out/'validity.png').exists() else "(no K gave two or more clusters: nothing to plot)", "",
+             "## Autoencoder", "", _reconstruction_markdown(m.get('reconstruction')), "",
              "## Distribution", "",
              f"The tiles of the paired generation below (one per training tile, under its cluster) against the training tiles.", "",
              distribution_markdown(q), "",
@@ -376,6 +388,9 @@ def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, 
     with stages('VQ-GAN'):
         vq = train_vqgan(train, cfg.vqgan, out/'vqgan', device=device)
         latents = encode_latents(vq, train, device=device)
+        test = np.setdiff1d(np.arange(len(tiles)), train_idx)
+        recon = dict(test=reconstruction_psnr(vq, tiles[test], device=device) if len(test) else None,
+                     train=reconstruction_psnr(vq, train, device=device))
     with stages('training-tile features'):
         features = train_features(train, out, cfg, device)
     with stages(f'joint LDM + validity, K = {cfg.k_min}…{cfg.k_max}'):
@@ -388,6 +403,9 @@ def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, 
         unet, head = finetune2(unet, head, train, vq, cfg.finetune2, out/f'k{k}', device=device)
     unet, head = unet.eval(), head.eval()
     result = evaluate_stage(train, latents, vq, unet, head, cfg, out, device, stages, features)
+    result['metrics']['reconstruction'] = recon
+    write_json(out/'metrics.json', result['metrics'])
+
     with stages('clusters.csv'):
         write_clusters(out, tiles, train_idx, latents, vq, head, device)
     write_json(out/'model.json', dict(k=k, vqgan='vqgan/vqgan.pt', ldm=f'k{k}/finetune2.pt', labels='labels.csv'))
