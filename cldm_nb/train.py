@@ -4,12 +4,13 @@
 
 # %% ../nbs/00a_train.ipynb #fa01558a
 from __future__ import annotations
-import csv, dataclasses, io, math, os, time, typing
+import atexit, csv, dataclasses, datetime, fcntl, io, json, math, os, socket, sys, time, typing, warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -18,8 +19,9 @@ from .data import atomic_path
 
 # %% auto #0
 __all__ = ['MAX_STEPS_VAR', 'StageConfig', 'save_checkpoint', 'load_checkpoint', 'resolve_device', 'seeded', 'count_params',
-           'NonFiniteLossError', 'Trainer', 'optimise', 'autocast', 'state_dict', 'load_state', 'save', 'write_log',
-           'step_cap', 'fit', 'plot_log']
+           'dist_env', 'is_main', 'init_distributed', 'barrier', 'broadcast_object', 'NonFiniteLossError', 'Trainer',
+           'optimise', 'autocast', 'state_dict', 'load_state', 'save', 'write_log', 'step_cap', 'fit', 'batch_random',
+           'RunLockedError', 'run_lock', 'torchrun_command', 'plot_log']
 
 # %% ../nbs/00a_train.ipynb #fb0e1eb7
 def _plain(v):
@@ -89,6 +91,34 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     "Number of parameters (optionally only those that require grad)."
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
+# %% ../nbs/00a_train.ipynb #440175d3
+def dist_env() -> tuple[int, int, int]:
+    "`(rank, world_size, local_rank)` from the variables `torchrun` sets; `(0, 1, 0)` in a plain process."
+    return tuple(int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('WORLD_SIZE', 1), ('LOCAL_RANK', 0)))
+
+def is_main() -> bool:
+    "Whether this process is rank 0, the one that writes files (always, in a plain process)."
+    return dist_env()[0] == 0
+
+def init_distributed(device: torch.device) -> torch.device:
+    "Under `torchrun` with more than one process: join the process group once (NCCL on CUDA, gloo on CPU). Returns `device`."
+    world, local = dist_env()[1:]
+    if world > 1 and not dist.is_initialized():
+        if device.type == 'cuda': torch.cuda.set_device(local)       # 'cuda' is now this rank's own GPU
+        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo', timeout=datetime.timedelta(hours=2))
+        atexit.register(dist.destroy_process_group)
+    return device
+
+def barrier() -> None:
+    "Wait until every rank gets here (a no-op in a plain process)."
+    if dist.is_initialized(): dist.barrier()
+
+def broadcast_object(obj):
+    "Rank 0's `obj` on every rank (`obj` itself in a plain process)."
+    if not dist.is_initialized(): return obj
+    box = [obj]; dist.broadcast_object_list(box, src=0)
+    return box[0]
+
 # %% ../nbs/00a_train.ipynb #9d480ccb
 class NonFiniteLossError(RuntimeError):
     "A loss became NaN or infinite; training stopped before the optimiser step."
@@ -115,10 +145,13 @@ class Trainer:
                  ckpt_minutes: float = 10., progress: bool = True):
         self.name, self.models, self.optimizers, self.step_fn, self.data, self.cfg = name, models, optimizers, step_fn, data, cfg
         self.out_dir, self.epochs, self.batch_size, self.seed = Path(out_dir), epochs, batch_size, seed
-        self.device, self.frozen, self.amp, self.grad_clip = resolve_device(device), tuple(frozen), amp, grad_clip
+        self.device, self.frozen, self.amp, self.grad_clip = init_distributed(resolve_device(device)), tuple(frozen), amp, grad_clip
         self.on_epoch_end, self.num_workers, self.ckpt_minutes, self.progress = on_epoch_end, num_workers, ckpt_minutes, progress
         self.step, self.history, self.elapsed, self._sums = 0, [], 0., {}
-        self.gen = torch.Generator()
+        self.rank, self.world = dist_env()[:2]
+        self.gen = torch.Generator()                       # this rank's randomness, re-seeded every step
+        self.batch_gen = self.gen if self.world == 1 else torch.Generator()   # the global batch's, the same on every rank
+        self._rows, self._global_n, self._share, self._counts = slice(None), 0, 1., {}
         for k, m in models.items():
             m.to(self.device)
             m.train(k not in self.frozen)
@@ -141,7 +174,9 @@ class Trainer:
 @torch.no_grad()
 def _check_finite(tr: Trainer, opt: str, loss: torch.Tensor, parts: dict | None):
     "Raise `NonFiniteLossError` naming the step and the losses when `loss` is NaN/inf."
-    if not torch.isfinite(loss).item():
+    bad = not torch.isfinite(loss).item()
+    if tr.world > 1: bad = _all_sum(tr, [bad])[0] > 0      # every rank stops together
+    if bad:
         raise NonFiniteLossError(f"{tr.name}: non-finite loss for optimiser '{opt}' at step {tr.step} "
                                  f"(epoch {tr.epoch + 1}): loss={float(loss):.4g}" + (f"; {_fmt(parts)}" if parts else '')
                                  + f". Nothing was updated; the last good checkpoint is {tr.ckpt_path}. "
@@ -153,6 +188,7 @@ def optimise(self: Trainer, opt: str, loss: torch.Tensor, parts: dict | None = N
     o = self.optimizers[opt]
     o.zero_grad(set_to_none=True)
     loss.backward()
+    if self.world > 1: _average_grads(self, [p for g in o.param_groups for p in g['params']])
     if self.grad_clip:
         torch.nn.utils.clip_grad_norm_([p for g in o.param_groups for p in g['params']], self.grad_clip)
     o.step()
@@ -186,24 +222,31 @@ def load_state(self: Trainer, ckpt: dict, path: Path | str = '') -> None:
     self.step, self.history, self.elapsed, self._sums = ckpt['step'], list(ckpt['history']), ckpt['elapsed'], dict(ckpt['sums'])
 
 def save(self: Trainer) -> Path:
-    "Write the checkpoint atomically."
-    return save_checkpoint(self.ckpt_path, self.state_dict())
+    "Write the checkpoint atomically (under `torchrun`: the ranks' buffers first made one, then rank 0 writes)."
+    if self.world > 1 and self.step % self.steps_per_epoch: _sync_buffers(self)   # at an epoch's end `_end_epoch` just did
+    if self.rank == 0: save_checkpoint(self.ckpt_path, self.state_dict())
+    return self.ckpt_path
 
 Trainer.state_dict, Trainer.load_state, Trainer.save = state_dict, load_state, save
 
 # %% ../nbs/00a_train.ipynb #c184008c
 def _batches(self: Trainer, epoch: int, skip: int) -> Iterator:
-    "The batches of `epoch` after the first `skip`, on the device."
+    "The batches of `epoch` after the first `skip`, on the device (under `torchrun`: this rank's share of each)."
     perm = torch.randperm(self.n_items, generator=torch.Generator().manual_seed(self.seed * 10_007 + epoch))
-    idx = [perm[i:i + self.batch_size] for i in range(0, self.n_items, self.batch_size)][skip:]
+    batches = [perm[i:i + self.batch_size] for i in range(0, self.n_items, self.batch_size)][skip:]
+    shards = [_shard(len(b), self.rank, self.world) for b in batches]
+    idx = [b[rows] for b, (rows, _) in zip(batches, shards)]
     if isinstance(self.data, torch.Tensor): it = (self.data[i] for i in idx)
     elif isinstance(self.data, tuple): it = (tuple(d[i] for d in self.data) for i in idx)
     else: it = DataLoader(self.data, batch_sampler=[i.tolist() for i in idx], num_workers=self.num_workers,
                           pin_memory=self.device.type == 'cuda')
-    for b in it: yield _to_device(b, self.device)
+    for b, n, (rows, share) in zip(it, map(len, batches), shards):
+        self._global_n, self._rows, self._share = n, rows, share
+        yield _to_device(b, self.device)
 
 def write_log(self: Trainer) -> Path:
-    "Rewrite `{name}_log.csv` from the history, atomically."
+    "Rewrite `{name}_log.csv` from the history, atomically (rank 0)."
+    if self.rank: return self.out_dir/f'{self.name}_log.csv'
     keys = list(dict.fromkeys(k for row in self.history for k in row))
     buf = io.StringIO(); w = csv.DictWriter(buf, keys); w.writeheader(); w.writerows(self.history)
     with atomic_path(self.out_dir/f'{self.name}_log.csv') as tmp: tmp.write_text(buf.getvalue())
@@ -229,33 +272,40 @@ def _end_epoch(self: Trainer, t0: float) -> None:
     row = dict(epoch=self.epoch, step=self.step, seconds=round(self.elapsed + time.time() - t0, 2),
                **{k: v / counts[k] for k, v in self._sums.items()})
     self._sums = {}
+    if self.world > 1: _sync_buffers(self)
     if self.on_epoch_end: row.update(self.on_epoch_end(self, self.epoch) or {})
+    self._counts = _int_buffers(self)
     self.history.append(row)
 
 def fit(self: Trainer, resume: bool = True, max_steps: int | None = None) -> Trainer:
     "Train to the end (or `max_steps` more steps, at most `step_cap()`), resuming from `ckpt_path` when `resume`."
     if resume and self.ckpt_path.exists(): self.load_state(load_checkpoint(self.ckpt_path, self.device), self.ckpt_path)
+    self._counts = _int_buffers(self)
     max_steps = step_cap(max_steps)
     stop = self.total_steps if max_steps is None else min(self.total_steps, self.step + max_steps)
     t0 = last_save = time.time(); start = self.step
-    bar = tqdm(total=self.total_steps, initial=self.step, desc=self.name, disable=not self.progress,
+    bar = tqdm(total=self.total_steps, initial=self.step, desc=self.name, disable=not self.progress or self.rank > 0,
                dynamic_ncols=True, leave=True)
     try:
         while self.step < stop:
             for batch in self._batches(self.epoch, self.step % self.steps_per_epoch):
-                self.gen.manual_seed(self.seed * 1_000_003 + self.step)
+                self.batch_gen.manual_seed(self.seed * 1_000_003 + self.step)
+                if self.world > 1: self.gen.manual_seed((self.seed * 1_000_003 + self.step) * 1_009 + 1 + self.rank)
                 metrics = {k: float(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in (self.step_fn(self, batch) or {}).items()}
+                due = time.time() - last_save > 60 * self.ckpt_minutes
+                if self.world > 1: metrics, due = _reduce_step(self, metrics, due)
                 for k, v in metrics.items():     # each metric is averaged over the steps that report it
                     self._sums[k] = self._sums.get(k, 0.) + v; self._sums['n:' + k] = self._sums.get('n:' + k, 0) + 1
                 self.step += 1
                 bar.update(); bar.set_postfix({k: f'{v:.4g}' for k, v in metrics.items()}, refresh=False)
                 if self.step % self.steps_per_epoch == 0: self._end_epoch(t0); self.write_log()
                 if self.step >= stop: break
-                if self.step % self.steps_per_epoch == 0 or time.time() - last_save > 60 * self.ckpt_minutes:
+                if self.step % self.steps_per_epoch == 0 or due:
                     self.elapsed += time.time() - t0; t0 = last_save = time.time(); self.save()
         if self.step > start:                              # a finished checkpoint is left as it is
             self.elapsed += time.time() - t0; t0 = time.time()
             self.save()
+        barrier()                                          # the other ranks read what rank 0 wrote only after this
     except KeyboardInterrupt:
         bar.close()
         print(f"\n{self.name}: interrupted at step {self.step}; run again to resume from {self.ckpt_path}"
@@ -265,6 +315,97 @@ def fit(self: Trainer, resume: bool = True, max_steps: int | None = None) -> Tra
     return self
 
 Trainer._end_epoch, Trainer.fit = _end_epoch, fit
+
+# %% ../nbs/00a_train.ipynb #8f814f70
+def _shard(n: int, rank: int, world: int) -> tuple[slice, float]:
+    "Rank `rank`'s rows of a global batch of `n` and its weight `rows / n` (an empty share computes on row 0 with weight 0)."
+    lo, hi = rank * n // world, (rank + 1) * n // world
+    return (slice(lo, hi), (hi - lo) / n) if hi > lo else (slice(0, 1), 0.)
+
+def batch_random(self: Trainer, draw: Callable[[int, torch.Generator], torch.Tensor]) -> torch.Tensor:
+    "Per-item randomness independent of the number of ranks: `draw(n, gen)` for the whole global batch of `n`, this rank's rows."
+    return draw(self._global_n, self.batch_gen)[self._rows]
+
+def _all_sum(self: Trainer, values: list[float]) -> list[float]:
+    "`values` summed over the ranks (float64)."
+    t = torch.tensor(values, dtype=torch.float64, device=self.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+def _reduce_step(self: Trainer, metrics: dict, due: bool) -> tuple[dict, bool]:
+    "The step's metrics over the global batch (share-weighted sums) and whether any rank wants a time-based save."
+    *vals, due = _all_sum(self, [v * self._share for v in metrics.values()] + [float(due)])
+    return dict(zip(metrics, vals)), due > 0
+
+def _average_grads(self: Trainer, params: list[torch.Tensor]) -> None:
+    "Replace each gradient by the share-weighted sum over the ranks: the gradient of the global batch's mean loss."
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads: return
+    flat = torch.cat([g.flatten() for g in grads]) * self._share
+    dist.all_reduce(flat)
+    for g, v in zip(grads, flat.split([g.numel() for g in grads])): g.copy_(v.view_as(g))
+
+def _trained_buffers(self: Trainer) -> Iterator[tuple[str, torch.Tensor]]:
+    "`(name, buffer)` of the modules that train (frozen ones never change), step counters left out."
+    for k, m in self.models.items():
+        if k in self.frozen: continue
+        for n, b in m.named_buffers():
+            if not n.endswith('num_batches_tracked'): yield f'{k}.{n}', b
+
+def _int_buffers(self: Trainer) -> dict[str, torch.Tensor]:
+    "Copies of the integer buffers (counters such as a codebook's usage): the base their next increments are taken from."
+    return {n: b.clone() for n, b in _trained_buffers(self) if not b.is_floating_point()} if self.world > 1 else {}
+
+@torch.no_grad()
+def _sync_buffers(self: Trainer) -> None:
+    "Make the ranks' buffers one: floating ones (BatchNorm's running statistics) averaged, counters' increments summed."
+    for n, b in _trained_buffers(self):
+        if b.is_floating_point(): dist.all_reduce(b); b /= self.world
+        else:
+            inc = b - self._counts[n]; dist.all_reduce(inc); b.copy_(self._counts[n] + inc)
+    self._counts = _int_buffers(self)
+
+Trainer.batch_random = batch_random
+
+# %% ../nbs/00a_train.ipynb #71c1faef
+class RunLockedError(FileExistsError):
+    "A live process holds the lock of the folder asked for."
+
+def _holder(fd: int) -> str:
+    "Who the lock file says holds it: 'pid P on host H since T (command)', or '' for an empty file."
+    os.lseek(fd, 0, os.SEEK_SET)
+    try: h = json.loads(os.read(fd, 65_536) or b'null')
+    except json.JSONDecodeError: return 'an unknown process'
+    return f"pid {h['pid']} on host {h['host']} since {h['started']} ({h['command']})" if h else ''
+
+@contextmanager
+def run_lock(folder: str | Path) -> Iterator[Path]:
+    "Hold `folder`'s lock (`.{name}.lock` beside it) for the block; refuse at once if a live process holds it, take over one left by a dead one."
+    folder = Path(folder).absolute(); path = folder.parent/f'.{folder.name}.lock'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = _holder(fd) or 'another process'; os.close(fd)
+            raise RunLockedError(f"{folder}: in use by {who}. Wait for it to finish or stop it, or use another folder.") from None
+        if path.exists() and path.stat().st_ino == os.fstat(fd).st_ino: break
+        os.close(fd)                                   # the holder removed the file between our open and our lock: again
+    if left := _holder(fd): warnings.warn(f"{folder}: taking over the lock left by {left}, which is no longer running.")
+    me = dict(pid=os.getpid(), host=socket.gethostname(), started=datetime.datetime.now().isoformat(timespec='seconds'),
+              command=' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200])
+    os.ftruncate(fd, 0); os.lseek(fd, 0, os.SEEK_SET); os.write(fd, json.dumps(me).encode())
+    try: yield path
+    finally:
+        path.unlink(missing_ok=True); os.close(fd)
+
+# %% ../nbs/00a_train.ipynb #246a9893
+def torchrun_command(nproc: int, args: list[str], nnodes: int = 1, rdzv_endpoint: str | None = None) -> list[str]:
+    "The `torchrun` line that runs `python ARGS…` (a script, or `-m module`) as `nproc` processes here, on one of `nnodes` machines."
+    if nproc < 1 or nnodes < 1: raise ValueError(f"nproc, nnodes: need at least 1 each, got {nproc}, {nnodes}.")
+    if nnodes > 1 and not rdzv_endpoint: raise ValueError("nnodes > 1: give rdzv_endpoint=HOST:PORT, a machine every node reaches.")
+    where = ['--standalone'] if nnodes == 1 else [f'--nnodes={nnodes}', '--rdzv_backend=c10d', f'--rdzv_endpoint={rdzv_endpoint}']
+    return [sys.executable, '-m', 'torch.distributed.run', *where, f'--nproc_per_node={nproc}', *args]
 
 # %% ../nbs/00a_train.ipynb #ff7f99dd
 def plot_log(log: str | Path | list[dict], keys: list[str] | None = None, title: str = '', path: str | Path | None = None):
