@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .data import atomic_path, dataset_mean, load_tiles, random_affine, to_uint8
 from .imsat import ClusterHead, assign_clusters, cluster_sizes, imsat_loss
-from .train import StageConfig, Trainer, barrier, is_main, load_checkpoint, resolve_device, seeded
+from .train import StageConfig, Trainer, barrier, init_distributed, is_main, load_checkpoint, resolve_device, seeded
 from .vqgan import VQVAE
 
 # %% auto #0
@@ -386,7 +386,7 @@ def encode_latents(vqgan: VQVAE, tiles: np.ndarray | torch.Tensor, batch_size: i
 def latents_on_disk(vqgan: VQVAE, tiles: np.ndarray | torch.Tensor, path: str | Path, batch_size: int = 64,
                     device: str | torch.device | None = None, progress: bool = False) -> torch.Tensor:
     "`encode_latents` for more tiles than memory holds: written once to the `.npy` file `path` (rank 0, atomically), then memory-mapped by every rank."
-    path = Path(path)
+    path, device = Path(path), init_distributed(resolve_device(device))   # under torchrun: the group the barrier below needs
     shape = (len(tiles), vqgan.cfg.z_channels, tiles.shape[1] // vqgan.factor, tiles.shape[2] // vqgan.factor)
     if is_main() and not (path.is_file() and np.load(path, mmap_mode='r').shape == shape):
         with atomic_path(path) as tmp:
