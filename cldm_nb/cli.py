@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_cli.ipynb #9ecb6a82
 from __future__ import annotations
-import json, sys
+import json, subprocess, sys
 from pathlib import Path
 
 from fastcore.script import call_parse, Param, store_true
@@ -13,10 +13,10 @@ from .diffusion import SampleConfig, load_ldm
 from .eval import as_tiles, evaluate_pairs, feature_space_name, quality_report, sample_by_label, sample_cluster, vgg16_features
 from .pipeline import RunConfig, distribution_markdown, read_run_config, run_pipeline
 from .vqgan import load_vqgan
-from .train import resolve_device
+from .train import dist_env, resolve_device, run_lock, torchrun_command
 
 # %% auto #0
-__all__ = ['COMMANDS', 'SHORT_FLAGS', 'parse_k', 'cldm_run', 'cldm_sample', 'cldm_eval', 'main']
+__all__ = ['CLDM_UNDER_TORCHRUN', 'COMMANDS', 'SHORT_FLAGS', 'parse_k', 'cldm_run', 'cldm_sample', 'cldm_eval', 'main']
 
 # %% ../nbs/08_cli.ipynb #e1ae4879
 def parse_k(k: str) -> tuple[int, int]:
@@ -27,6 +27,17 @@ def parse_k(k: str) -> tuple[int, int]:
     return lo, hi
 
 # %% ../nbs/08_cli.ipynb #23b87b15
+CLDM_UNDER_TORCHRUN = ['--no-python', sys.executable, '-c', 'from cldm_nb.cli import main; main()']   # `cldm` in each process
+
+def _without(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    "`argv` less the `flags` and their values (`--flag V` or `--flag=V`)."
+    out, skip = [], False
+    for a in argv:
+        if skip: skip = False
+        elif a in flags: skip = True
+        elif not a.startswith(tuple(f + '=' for f in flags)): out.append(a)
+    return out
+
 @call_parse
 def cldm_run(data: Param("Slide, folder of slides and/or tiles, or .npy (default: the built-in sample)", str) = None,
              out: Param("Output folder (default: runs/<timestamp>)", str) = None,
@@ -39,8 +50,14 @@ def cldm_run(data: Param("Slide, folder of slides and/or tiles, or .npy (default
              min_tissue: Param("Slides and --tile_large: drop tiles with less than this share of tissue (0-1)", float) = None,
              mpp: Param("Slides: cut tiles at this many microns per pixel (default: full resolution)", float) = None,
              level: Param("Slides: cut tiles from this pyramid level instead", int) = None,
-             skip_bad: Param("Skip unreadable or wrong-size image files (named in a warning) instead of stopping", store_true) = False):
+             skip_bad: Param("Skip unreadable or wrong-size image files (named in a warning) instead of stopping", store_true) = False,
+             nproc: Param("Train with this many processes on this machine (one per GPU), launched with torchrun", int) = 1,
+             nnodes: Param("Machines taking part (run the same command on each; needs --rdzv_endpoint)", int) = 1,
+             rdzv_endpoint: Param("HOST:PORT every machine reaches, for --nnodes > 1", str) = None):
     "Tiles → VQ-GAN → K sweep → fine-tuning → generation → metrics → report.md, resuming finished stages."
+    if (nproc > 1 or nnodes > 1) and dist_env()[1] == 1:       # not yet under torchrun: start it, this command in each process
+        args = _without(sys.argv[1:], ('--nproc', '--nnodes', '--rdzv_endpoint'))
+        raise SystemExit(subprocess.call(torchrun_command(nproc, [*CLDM_UNDER_TORCHRUN, 'run', *args], nnodes, rdzv_endpoint)))
     if config and preset: raise ValueError("give --config FILE or --preset, not both.")
     dev = resolve_device(device)
     cfg = read_run_config(config) if config else RunConfig.preset_config(preset or ('paper' if dev.type == 'cuda' else 'cpu'))
@@ -76,8 +93,9 @@ def cldm_sample(run: Param("Folder of a finished `cldm run`", str) = None,
     dev = resolve_device(device)
     vq, unet, head, labels, sampling = _run_models(Path(run), dev)
     if steps is not None: sampling = sampling.replace(steps=steps)
-    if label is not None: tiles = sample_by_label(label, n, unet, vq, labels, steps=sampling, seed=seed, out_dir=out, device=dev)
-    else: tiles = sample_cluster(unet, vq, cluster, n, steps=sampling, seed=seed, out_dir=out, device=dev)
+    with run_lock(out):
+        if label is not None: tiles = sample_by_label(label, n, unet, vq, labels, steps=sampling, seed=seed, out_dir=out, device=dev)
+        else: tiles = sample_cluster(unet, vq, cluster, n, steps=sampling, seed=seed, out_dir=out, device=dev)
     print(f"wrote {len(tiles)} tiles to {out}")
     return tiles
 

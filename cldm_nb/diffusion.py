@@ -19,16 +19,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tqdm.auto import tqdm
 
-from .data import dataset_mean, load_tiles, random_affine, to_uint8
+from .data import atomic_path, dataset_mean, load_tiles, random_affine, to_uint8
 from .imsat import ClusterHead, assign_clusters, cluster_sizes, imsat_loss
-from .train import StageConfig, Trainer, load_checkpoint, resolve_device, seeded
+from .train import StageConfig, Trainer, barrier, init_distributed, is_main, load_checkpoint, resolve_device, seeded
 from .vqgan import VQVAE
 
 # %% auto #0
 __all__ = ['PREDICTIONS', 'StepFn', 'SAMPLERS', 'LinearSchedule', 'UNetConfig', 'timestep_embedding', 'ResBlock',
            'SelfAttention2d', 'Level', 'MidBlock', 'CondUNet', 'PhaseConfig', 'LDMConfig', 'encode_latents',
-           'phase_step', 'model_spec', 'phase_trainer', 'train_phase', 'build_models', 'unit_variance_scale',
-           'train_ldm', 'latent_range', 'load_ldm', 'denoise', 'sample', 'SampleConfig']
+           'latents_on_disk', 'phase_step', 'model_spec', 'phase_trainer', 'train_phase', 'build_models',
+           'unit_variance_scale', 'train_ldm', 'latent_range', 'load_ldm', 'denoise', 'sample', 'SampleConfig']
 
 # %% ../nbs/04_diffusion.ipynb #74946f76
 def _gather(coef: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -383,6 +383,20 @@ def encode_latents(vqgan: VQVAE, tiles: np.ndarray | torch.Tensor, batch_size: i
     return torch.cat([vqgan.encode(_as_float(tiles[i:i + batch_size].to(device)))[0].float().cpu()
                       for i in tqdm(range(0, len(tiles), batch_size), desc='encode', disable=not progress)])
 
+def latents_on_disk(vqgan: VQVAE, tiles: np.ndarray | torch.Tensor, path: str | Path, batch_size: int = 64,
+                    device: str | torch.device | None = None, progress: bool = False) -> torch.Tensor:
+    "`encode_latents` for more tiles than memory holds: written once to the `.npy` file `path` (rank 0, atomically), then memory-mapped by every rank."
+    path, device = Path(path), init_distributed(resolve_device(device))   # under torchrun: the group the barrier below needs
+    shape = (len(tiles), vqgan.cfg.z_channels, tiles.shape[1] // vqgan.factor, tiles.shape[2] // vqgan.factor)
+    if is_main() and not (path.is_file() and np.load(path, mmap_mode='r').shape == shape):
+        with atomic_path(path) as tmp:
+            mm = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.float32, shape=shape)
+            for i in tqdm(range(0, len(tiles), batch_size), desc='encode', disable=not progress):
+                mm[i:i + batch_size] = encode_latents(vqgan, tiles[i:i + batch_size], batch_size, device).numpy()
+            mm.flush(); del mm
+    barrier()                                          # the other ranks map the file once rank 0 has written it
+    return torch.from_numpy(np.load(path, mmap_mode='c'))   # copy-on-write: pages are read from disk as batches need them
+
 # %% ../nbs/04_diffusion.ipynb #0303cef3
 def _denoising_loss(cfg: PhaseConfig, schedule: LinearSchedule, out: torch.Tensor, z0: torch.Tensor, noise: torch.Tensor,
                     t: torch.Tensor, prediction: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -455,7 +469,8 @@ def phase_trainer(name: str, unet: CondUNet, head: ClusterHead, tiles: np.ndarra
     device = resolve_device(device)
     tiles_t = torch.as_tensor(tiles)
     n_bytes = len(tiles) * vqgan.cfg.z_channels * (tiles.shape[1] // vqgan.factor) * (tiles.shape[2] // vqgan.factor) * 4
-    latents = encode_latents(vqgan, tiles, device=device, progress=progress) if n_bytes <= cfg.cache_gb * 2**30 else None
+    latents = (encode_latents(vqgan, tiles, device=device, progress=progress) if n_bytes <= cfg.cache_gb * 2**30
+               else latents_on_disk(vqgan, tiles, Path(out_dir)/f'{name}_latents.npy', device=device, progress=progress))
     vqgan.eval().to(device)
     if cfg.p_uncond and unet.null_id is None:
         raise ValueError("p_uncond: this U-Net has no 'no cluster' token; build it with UNetConfig(null_cluster=True).")

@@ -5,7 +5,7 @@
 # %% ../nbs/07_pipeline.ipynb #449acb20
 from __future__ import annotations
 import datetime, json, resource, sys, time, warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import torch
 
 import cldm_nb
 from .data import check_manifest, load_tiles, read_manifest, sample_data, split_indices, write_json, write_manifest, atomic_path
-from .train import StageConfig, resolve_device
+from .train import StageConfig, barrier, broadcast_object, init_distributed, is_main, resolve_device, run_lock
 from .vqgan import VQGANConfig, train_vqgan, lpips_vgg, vgg16_cache_file
 from .imsat import assign_clusters, cluster_features, cluster_probs
 from .validity import validity_table, best_k, plot_validity, INDICES
@@ -374,17 +374,22 @@ out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result: dict, times: dic
 # %% ../nbs/07_pipeline.ipynb #00dc6adb
 def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, cfg: RunConfig | None = None,
                  device: str | torch.device | None = 'auto', k: int | None = None, force: bool = False, log=print) -> dict:
-    "Run every stage (skipping finished ones) from tiles in `data` (default: the sample) to `out/report.md`."
-    device = resolve_device(device)
+    "Run every stage (skipping finished ones) from tiles in `data` (default: the sample) to `out/report.md`; under `torchrun`, see above."
+    device = init_distributed(resolve_device(device))
     cfg = cfg or RunConfig.preset_config('paper' if device.type == 'cuda' else 'cpu')
     data = Path(data) if data is not None else sample_data()
-    out = Path(out) if out is not None else Path('runs')/datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    out = broadcast_object(Path(out) if out is not None else Path('runs')/datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
     if cfg.pretrained_lpips: lpips_vgg(True)                  # fail now, not after hours of training, if the weights are missing
+    if not is_main(): return _train_in_step(data, out, cfg, device)
+    with run_lock(out): return _run_stages(data, out, cfg, device, k, force, log)
+
+def _run_stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, force: bool, log) -> dict:
+    "`run_pipeline` in a plain process, or on rank 0: every stage, every file."
     log(f"cldm run: preset {cfg.preset}, device {device}, data {data}, out {out}, K {cfg.k_min}-{cfg.k_max}")
-    out = prepare_out(out, cfg, data, device, force)
+    out = prepare_out(out, cfg, data, device, force); barrier()
     stages = Stages(13, log)
     with stages('data split + manifest'):
-        tiles, train_idx = data_stage(data, out, cfg); train = tiles[train_idx]
+        tiles, train_idx = data_stage(data, out, cfg); train = tiles[train_idx]; barrier()
     with stages('VQ-GAN'):
         vq = train_vqgan(train, cfg.vqgan, out/'vqgan', device=device)
         latents = encode_latents(vq, train, device=device)
@@ -395,7 +400,7 @@ def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, 
         features = train_features(train, out, cfg, device)
     with stages(f'joint LDM + validity, K = {cfg.k_min}…{cfg.k_max}'):
         table, _ = k_sweep(train, vq, latents, cfg, out, device, features)
-    k = k or choose_k(table)
+    k = broadcast_object(k or choose_k(table))
     with stages(f'finetune-1 (K = {k})'):
         unet, head = load_ldm(out/f'k{k}'/'ldm.pt', device)
         unet, head = finetune1(unet, head, train, vq, cfg.finetune1, out/f'k{k}', device=device)
@@ -405,7 +410,6 @@ def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, 
     result = evaluate_stage(train, latents, vq, unet, head, cfg, out, device, stages, features)
     result['metrics']['reconstruction'] = recon
     write_json(out/'metrics.json', result['metrics'])
-
     with stages('clusters.csv'):
         write_clusters(out, tiles, train_idx, latents, vq, head, device)
     write_json(out/'model.json', dict(k=k, vqgan='vqgan/vqgan.pt', ldm=f'k{k}/finetune2.pt', labels='labels.csv'))
@@ -414,3 +418,15 @@ def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, 
     map_run_slides(out, device, log)                           # slides: a cluster map of each, added to the report
     log(f"report: {report}")
     return dict(out=out, k=k, validity=table, **result, times=stages.times)
+
+def _train_in_step(data: Path, out: Path, cfg: RunConfig, device) -> dict:
+    "`run_pipeline` on a rank other than 0: each stage's training, in step with rank 0, which alone evaluates and writes."
+    barrier()                                                  # rank 0 has prepared `out` …
+    barrier(); tiles, train_idx = data_stage(data, out, cfg); train = tiles[train_idx]   # … and written the manifest
+    vq = train_vqgan(train, cfg.vqgan, out/'vqgan', device=device, progress=False)
+    for k in cfg.ks: train_ldm(train, vq, cfg.for_k(k), out/f'k{k}', device=device, progress=False)
+    k = broadcast_object(None)
+    unet, head = load_ldm(out/f'k{k}'/'ldm.pt', device)
+    unet, head = finetune1(unet, head, train, vq, cfg.finetune1, out/f'k{k}', device=device, progress=False)
+    finetune2(unet, head, train, vq, cfg.finetune2, out/f'k{k}', device=device, progress=False)
+    return dict(out=out, k=k)
