@@ -4,7 +4,8 @@ On `--tiles` tiles (16) a tiny VQ-GAN and a tiny U-Net are trained (denoising MS
 frozen at its seeded start) for `--steps` steps; then one tile per training tile, under its cluster, is sampled
 with the paper's sampler (ancestral DDPM, all 1,000 steps) with and without x0 clipping. Each sample is audited against the VQ-GAN's reconstructions of the training tiles (the best
 the chain can reproduce) with `cldm_nb.eval.nearest_training`: a working chain gives copy_share ≥ 0.8. The
-latent's spread along the reverse chain is printed beside the forward marginal's (1 at every t).
+latent's spread along the reverse chain is printed beside the forward marginal's (1 at every t); `--out` gets the
+figure of each sampler's closest samples above their nearest reconstructions.
 
     python bench/memorise.py [--tiles 16] [--steps 2000] [--out /tmp/memorise]
 """
@@ -16,7 +17,7 @@ import torch
 
 from cldm_nb.data import load_tiles, sample_data, to_tensor, to_uint8
 from cldm_nb.diffusion import LDMConfig, UNetConfig, encode_latents, sample, train_ldm
-from cldm_nb.eval import nearest_training
+from cldm_nb.eval import nearest_training, plot_nearest
 from cldm_nb.imsat import assign_clusters
 from cldm_nb.vqgan import VQGANConfig, train_vqgan
 
@@ -37,6 +38,7 @@ def main(n_tiles: int, steps: int, out: Path) -> bool:
         trace = []
         fake = sample(unet, vq, ids, generator=torch.Generator().manual_seed(0), clip_x0=clip, trace=trace, progress=False)
         audit = nearest_training(fake, recon)
+        plot_nearest(fake, recon, audit, path=out / f"nearest{'_clipped' if clip else ''}.png")
         stds = dict(trace)
         print(f"{'DDPM-1000' + (', x0 clipped' if clip else ''):34s} {audit['copy_share']:10.2f} {audit['ratio_median']:12.3f} "
               f"{', '.join(f'{stds[t]:.2f}' for t in (900, 500, 100)) + f', {trace[-1][1]:.2f}':>40s}")
