@@ -156,7 +156,6 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         umask = os.umask(0); os.umask(umask)         # mkstemp makes 0600 files; give what open() would
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-
     finally:
         if os.path.exists(tmp): os.remove(tmp)
 

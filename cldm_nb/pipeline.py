@@ -5,7 +5,7 @@
 # %% ../nbs/07_pipeline.ipynb #449acb20
 from __future__ import annotations
 import datetime, json, resource, sys, time, warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,11 +94,9 @@ class RunConfig(StageConfig):
         unet = UNetConfig.tiny(n_clusters=4, null_cluster=True)
         return cls.tiny(**{**dict(preset='cpu', n_per_cluster=32, gallery_n=8, sweep_tiles=32, sweep_steps=25,
                                   sampling=SampleConfig(sampler='ddim', steps=50, spacing='trailing', clip_x0='range', guidance_scale=3.),
-
                                   vqgan=VQGANConfig.tiny(ch=(16, 32, 32), mid=(32, 32), epochs=40, lr=1e-3, disc_start=10**6),
                                   ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3, unet=unet, p_uncond=0.1),
-                                  finetune1=Finetune1Config(batch_size=16, epochs=170,
- lr=1e-3, ema_decay=0.995, p_uncond=0.1),
+                                  finetune1=Finetune1Config(batch_size=16, epochs=170, lr=1e-3, ema_decay=0.995, p_uncond=0.1),
                                   finetune2=Finetune2Config.tiny(epochs=2, p_uncond=0.1)), **kw})
 
     @property
@@ -267,7 +265,7 @@ def distribution_stage(train: np.ndarray, features: np.ndarray, cfg: RunConfig, 
     return q, memo
 
 def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg: RunConfig, out: Path, device,
-                   stages: Stages, features: np.ndarray | None = None) -> dict:
+                   stages: Stages, features: np.ndarray | None = None, reconstruction: dict | None = None) -> dict:
     "Paired generation, the three paired metrics, distribution + memorisation, per-cluster accuracy, galleries."
     n = len(train) if cfg.eval_tiles is None else min(cfg.eval_tiles, len(train))
     labels = assign_clusters(head, latents)                     # the fine-tuned head's clusters of the training tiles
@@ -280,6 +278,7 @@ def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg
     with stages('distribution + memorisation'):
         features = features if features is not None else train_features(train, out, cfg, device)
         metrics['distribution'], metrics['memorisation'] = distribution_stage(train, features, cfg, out, device)
+        metrics['reconstruction'] = reconstruction
         write_json(out/'metrics.json', metrics)
     with stages('per-cluster accuracy'):
         acc = cluster_accuracy(unet, head, vq, cfg.n_per_cluster, steps=cfg.sampling, seed=cfg.seed, device=device)
@@ -326,8 +325,7 @@ def _reconstruction_markdown(rec: dict | None) -> str:
     return (f"Reconstruction PSNR: **{test}**; {line(rec['train'], 'training')}. Generated tiles are decoded by this "
             "autoencoder, so they can be no sharper than its reconstructions (~25 dB keeps nuclei and lumina on H&E tiles).")
 
-def write_report(
-out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result: dict, times: dict) -> Path:
+def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result: dict, times: dict) -> Path:
     "Write `out/report.md`: setup, validity sweep, distribution + memorisation, paired metrics, per-cluster accuracy, galleries, timings."
     m, acc = result['metrics'], result['accuracy']
     mem, q = m['memorisation'], m['distribution']
@@ -407,9 +405,7 @@ def _run_stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, fo
     with stages(f'finetune-2 (K = {k})'):
         unet, head = finetune2(unet, head, train, vq, cfg.finetune2, out/f'k{k}', device=device)
     unet, head = unet.eval(), head.eval()
-    result = evaluate_stage(train, latents, vq, unet, head, cfg, out, device, stages, features)
-    result['metrics']['reconstruction'] = recon
-    write_json(out/'metrics.json', result['metrics'])
+    result = evaluate_stage(train, latents, vq, unet, head, cfg, out, device, stages, features, recon)
     with stages('clusters.csv'):
         write_clusters(out, tiles, train_idx, latents, vq, head, device)
     write_json(out/'model.json', dict(k=k, vqgan='vqgan/vqgan.pt', ldm=f'k{k}/finetune2.pt', labels='labels.csv'))
