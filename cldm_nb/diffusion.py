@@ -9,6 +9,7 @@ from contextlib import nullcontext
 from functools import partial
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -28,7 +29,8 @@ from .vqgan import VQVAE
 __all__ = ['PREDICTIONS', 'StepFn', 'SAMPLERS', 'LinearSchedule', 'UNetConfig', 'timestep_embedding', 'ResBlock',
            'SelfAttention2d', 'Level', 'MidBlock', 'CondUNet', 'PhaseConfig', 'LDMConfig', 'encode_latents',
            'latents_on_disk', 'phase_step', 'model_spec', 'phase_trainer', 'train_phase', 'build_models',
-           'unit_variance_scale', 'train_ldm', 'latent_range', 'load_ldm', 'denoise', 'sample', 'SampleConfig']
+           'unit_variance_scale', 'train_ldm', 'latent_range', 'load_ldm', 'denoise', 'sample', 'ExactDenoiser',
+           'SampleConfig']
 
 # %% ../nbs/04_diffusion.ipynb #74946f76
 def _gather(coef: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -606,7 +608,7 @@ def sample(unet: CondUNet, vqgan: VQVAE, cluster_ids, steps: int | None = None, 
                          "(UNetConfig(null_cluster=True), PhaseConfig(p_uncond > 0)); use guidance_scale=1.")
     cluster_ids = torch.as_tensor(cluster_ids).long().flatten().cpu()
     schedule = schedule or LinearSchedule()
-    device, ts = next(unet.parameters()).device, schedule.timesteps(steps, spacing)
+    device, ts = unet.latent_scale.device, schedule.timesteps(steps, spacing)
     step = schedule.step if sampler == 'ddpm' else partial(schedule.ddim_step, eta=eta)
     was_training = unet.training
     unet.eval(); vqgan.eval().to(device)
@@ -624,6 +626,35 @@ def sample(unet: CondUNet, vqgan: VQVAE, cluster_ids, steps: int | None = None, 
     if not decode: return torch.cat(out) if out else torch.zeros(0, *shape)
     images = torch.cat(out) if out else torch.zeros(0, 3, latent_size * vqgan.factor, latent_size * vqgan.factor)
     return to_uint8(images) if as_uint8 else images
+
+# %% ../nbs/04_diffusion.ipynb #e7ac7d3e
+class ExactDenoiser(nn.Module):
+    "The optimal ε-predictor for the training set `latents` (diffusion space, `(M, C, H, W)`): a perfect memoriser, to check the chain against."
+    def __init__(self, latents: torch.Tensor, cluster_ids=None, schedule: LinearSchedule | None = None, latent_scale: float = 1.):
+        super().__init__()
+        ids = torch.zeros(len(latents), dtype=torch.long) if cluster_ids is None else torch.as_tensor(cluster_ids).long().flatten()
+        if ids.shape != latents.shape[:1]: raise ValueError(f"cluster_ids: one per latent ({len(latents)}), got {tuple(ids.shape)}.")
+        self.schedule = schedule or LinearSchedule()
+        self.cfg = SimpleNamespace(in_channels=latents.shape[1], n_clusters=int(ids.max()) + 1, prediction='eps')  # what `sample` reads
+        self.register_buffer('data', latents.double()); self.register_buffer('ids', ids)
+        self.register_buffer('latent_scale', torch.tensor(float(latent_scale)))
+        self.register_buffer('x0_range', latent_range(latents))
+
+    @property
+    def null_id(self) -> int: return self.cfg.n_clusters
+
+    def posterior(self, z_t: torch.Tensor, t, cond: torch.Tensor) -> torch.Tensor:
+        "`(N, M)` weights of the training latents given `z_t`: softmax of −‖z_t − √ᾱ_t z0‖² / 2(1 − ᾱ_t) over those of cluster `cond` (all for the null id)."
+        ab = self.schedule.alpha_bars.to(z_t.device)[torch.as_tensor(t, device=z_t.device).expand(len(z_t))][:, None]
+        z, x = z_t.double().flatten(1), self.data.flatten(1)
+        d2 = z.square().sum(1, keepdim=True) - 2 * ab.sqrt() * z @ x.T + ab * x.square().sum(1)
+        member = (self.ids[None] == cond[:, None]) | (cond[:, None] == self.null_id)
+        return (-d2 / (2 * (1 - ab))).masked_fill(~member, -math.inf).softmax(1)
+
+    def forward(self, z_t: torch.Tensor, t, cond: torch.Tensor) -> torch.Tensor:
+        "The noise implied by E[z0 | z_t, cluster]: (z_t − √ᾱ_t·E[z0]) / √(1 − ᾱ_t)."
+        x0 = (self.posterior(z_t, t, cond) @ self.data.flatten(1)).view_as(z_t)
+        return self.schedule.eps_x0(x0.to(z_t.dtype), t, z_t, 'x0')[0]
 
 # %% ../nbs/04_diffusion.ipynb #e299abaa
 @dataclasses.dataclass
