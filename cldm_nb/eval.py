@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_eval.ipynb #0e2917f9
 from __future__ import annotations
-import hashlib, json
+import hashlib, json, math
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +25,7 @@ from .data import atomic_path, list_images, load_tiles, read_rgb, save_figure, t
 from .diffusion import SampleConfig, encode_latents, sample
 
 from .imsat import assign_clusters
-from .train import resolve_device, seeded
+from .train import is_main, resolve_device, seeded, shard_map
 from .vqgan import lpips_vgg, vgg16_cache_file
 
 # %% auto #0
@@ -348,7 +348,7 @@ def _generation_record(out_dir: Path, record: dict) -> None:
 def generate_for(tiles, unet: nn.Module, vqgan: nn.Module, head: nn.Module | None = None, out_dir: str | Path = 'generated',
                  cluster_ids: Sequence[int] | None = None, steps: int | SampleConfig | None = None, seed: int = 765, batch_size: int = 64,
                  device: str | torch.device | None = None, progress: bool = True) -> list[Path]:
-    "Paper protocol: one generated tile per tile of `tiles`, under its cluster, as stamped PNGs `out_dir/{i:06d}.png`; resumable."
+    "Paper protocol: one generated tile per tile of `tiles`, under its cluster, as stamped PNGs `out_dir/{i:06d}.png`; resumable; under `torchrun` the batches are shared among the ranks."
     tiles = as_tiles(tiles)
     device = _on_device(device, unet, vqgan, *([head] if head is not None else []))
     if cluster_ids is None:
@@ -358,21 +358,21 @@ def generate_for(tiles, unet: nn.Module, vqgan: nn.Module, head: nn.Module | Non
     if cluster_ids.shape != (len(tiles),): raise ValueError(f"cluster_ids: expected one id per tile ({len(tiles)}), got shape {cluster_ids.shape}.")
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     digest = weights_hash(unet, vqgan)
+    # under torchrun every rank checks the record; a rank that finds none writes it (atomically; the same on every rank)
     _generation_record(out_dir, dict(n=len(tiles), seed=seed, sampling=sampling_config(steps).to_dict(), batch_size=batch_size, weights_sha256=digest,
                                      version=__version__, cluster_ids=cluster_ids.tolist()))
     width = max(6, len(str(len(tiles) - 1)))                       # zero-padded: sorted names = tile order
     files = [out_dir / f'{i:0{width}d}.png' for i in range(len(tiles))]
-    with tqdm(total=len(files), initial=sum(f.exists() for f in files), desc='generate', unit='tile', disable=not progress) as bar:
-        for b, start in enumerate(range(0, len(files), batch_size)):
-            todo = [i for i in range(start, min(start + batch_size, len(files))) if not files[i].exists()]
-            if not todo: continue
-            s = derive_seed(seed, b)
-            gen = _sample_batch(unet, vqgan, cluster_ids[start:start + batch_size], s, steps)
-            for i in todo:
-                save_synthetic_png(files[i], gen[i - start], weights_sha256=digest, cluster_id=int(cluster_ids[i]), seed=s,
-                                   batch_index=i - start, sampler=sampling_config(steps).describe(), source_index=i)
-
-            bar.update(len(todo))
+    def write_batch(b: int) -> None:
+        start = b * batch_size
+        todo = [i for i in range(start, min(start + batch_size, len(files))) if not files[i].exists()]
+        if not todo: return
+        s = derive_seed(seed, b)
+        gen = _sample_batch(unet, vqgan, cluster_ids[start:start + batch_size], s, steps)
+        for i in todo:
+            save_synthetic_png(files[i], gen[i - start], weights_sha256=digest, cluster_id=int(cluster_ids[i]), seed=s,
+                               batch_index=i - start, sampler=sampling_config(steps).describe(), source_index=i)
+    shard_map(write_batch, range(math.ceil(len(files) / batch_size)), 'generate' if progress else None)   # returns when every rank is done
     return files
 
 # %% ../nbs/06_eval.ipynb #03974ca2
@@ -380,18 +380,17 @@ def cluster_accuracy(unet: nn.Module, head: nn.Module, vqgan: nn.Module, n_per_c
 
                      seed: int = 0, batch_size: int = 64, device: str | torch.device | None = None,
                      progress: bool = True) -> pd.DataFrame:
-    "Per cluster: tiles generated under it, how many the head assigns back to it, the accuracy, and the most frequent other cluster."
+    "Per cluster: tiles generated under it, how many the head assigns back to it, the accuracy, and the most frequent other cluster (under `torchrun`: the clusters shared among the ranks)."
     k = unet.cfg.n_clusters
     if head.n_clusters != k: raise ValueError(f"head: {head.n_clusters} clusters, but the U-Net is conditioned on {k}; use the pair from one checkpoint.")
     device = _on_device(device, unet, vqgan, head)
-    rows = []
-    for c in tqdm(range(k), desc='clusters', disable=not progress):
+    def row(c: int) -> dict:
         tiles = sample_cluster(unet, vqgan, c, n_per_cluster, steps, seed, batch_size, device=device, progress=False)
         pred = assign_clusters(head, encode_latents(vqgan, tiles, batch_size, device))
         other = np.bincount(pred[pred != c], minlength=k)
-        rows.append(dict(cluster=c, n=len(pred), correct=int((pred == c).sum()), accuracy=float((pred == c).mean()),
-                         confused_with=int(other.argmax()) if other.any() else -1))
-    return pd.DataFrame(rows)
+        return dict(cluster=c, n=len(pred), correct=int((pred == c).sum()), accuracy=float((pred == c).mean()),
+                    confused_with=int(other.argmax()) if other.any() else -1)
+    return pd.DataFrame(shard_map(row, range(k), 'clusters' if progress else None))
 
 def plot_cluster_accuracy(df: pd.DataFrame, names: str | Path | pd.DataFrame | None = None, path: str | Path | None = None):
     "Bar chart of `cluster_accuracy`'s table (the mean as a dashed line); PNG when `path` is given."
@@ -410,11 +409,11 @@ def plot_cluster_accuracy(df: pd.DataFrame, names: str | Path | pd.DataFrame | N
 def generated_gallery(unet: nn.Module, vqgan: nn.Module, n: int = 10, names: str | Path | pd.DataFrame | None = None,
                       steps: int | SampleConfig | None = None, seed: int = 0, batch_size: int = 64, device: str | torch.device | None = None,
                       path: str | Path | None = None, progress: bool = True):
-    "Paper Fig. 3: `n` generated tiles for each cluster, one row per cluster (`sample_cluster` seeds); PNG when `path`."
+    "Paper Fig. 3: `n` generated tiles for each cluster, one row per cluster (`sample_cluster` seeds); PNG when `path` (under `torchrun`: the clusters shared among the ranks, rank 0 writes)."
     k = unet.cfg.n_clusters
-    rows = [sample_cluster(unet, vqgan, c, n, steps, seed, batch_size, device=device, progress=False)
-            for c in tqdm(range(k), desc='gallery', disable=not progress)]
-    return cluster_grid(rows, _row_titles([None] * k, names), n, path=path)
+    rows = shard_map(lambda c: sample_cluster(unet, vqgan, c, n, steps, seed, batch_size, device=device, progress=False),
+                     range(k), 'gallery' if progress else None)
+    return cluster_grid(rows, _row_titles([None] * k, names), n, path=path if is_main() else None)
 
 def sample_by_label(name: str, n: int, unet: nn.Module, vqgan: nn.Module, labels: str | Path | pd.DataFrame,
                     steps: int | SampleConfig | None = None, seed: int = 0, batch_size: int = 64, out_dir: str | Path | None = None,
@@ -445,20 +444,20 @@ def vgg16_features(pretrained: bool = True) -> nn.Module:
 @torch.no_grad()
 def image_features(tiles, net: str | nn.Module = 'vgg16', batch_size: int = 64, device: str | torch.device = 'cpu',
                    size: int = 224, progress: bool = False) -> np.ndarray:
-    "`(N, d)` float32 features: tiles resized to `size` (bilinear, antialiased), ImageNet-normalised, through `net`, spatially averaged."
+    "`(N, d)` float32 features: tiles resized to `size` (bilinear, antialiased), ImageNet-normalised, through `net`, spatially averaged (under `torchrun`: the batches shared among the ranks)."
     if isinstance(net, str):
         if net != 'vgg16': raise ValueError(f"net: 'vgg16' or an nn.Module mapping normalised (N, 3, H, W) images to features, got {net!r}.")
         net = vgg16_features()
     tiles, device = as_tiles(tiles), resolve_device(device)
     net = net.to(device).eval()
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-    out = []
-    for i in tqdm(range(0, len(tiles), batch_size), desc='features', disable=not progress):
+    def batch(i: int) -> np.ndarray:
         x = F.interpolate(to_tensor(tiles[i:i + batch_size]).to(device), size=(size, size), mode='bilinear',
                           antialias=True, align_corners=False)
         y = net((x - mean) / std)
-        out.append((y.mean((2, 3)) if y.ndim == 4 else y.flatten(1)).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 512), np.float32)
+        return (y.mean((2, 3)) if y.ndim == 4 else y.flatten(1)).float().cpu().numpy()
+    out = shard_map(batch, range(0, len(tiles), batch_size), 'features' if progress else None)
+    return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
 
 # %% ../nbs/06_eval.ipynb #95874ec4
 def as_features(x, name: str = 'features', **kw) -> np.ndarray:

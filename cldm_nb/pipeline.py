@@ -15,14 +15,14 @@ import torch
 
 import cldm_nb
 from .data import check_manifest, load_tiles, read_manifest, sample_data, split_indices, write_json, write_manifest, atomic_path
-from .train import StageConfig, barrier, broadcast_object, init_distributed, is_main, resolve_device, run_lock
+from .train import StageConfig, barrier, broadcast_object, init_distributed, is_main, resolve_device, run_lock, shard_map
 from .vqgan import VQGANConfig, train_vqgan, lpips_vgg, vgg16_cache_file
 from .imsat import assign_clusters, cluster_features, cluster_probs
 from .validity import validity_table, best_k, plot_validity, INDICES
 from .diffusion import LDMConfig, UNetConfig, SampleConfig, train_ldm, encode_latents, load_ldm, sample
 from .finetune import Finetune1Config, Finetune2Config, finetune1, finetune2
 from .eval import (generate_for, evaluate_pairs, cluster_accuracy, plot_cluster_accuracy, cluster_gallery,
-                          generated_gallery, write_label_template, as_tiles, derive_seed, vgg16_features, image_features,
+                          generated_gallery, write_label_template, as_tiles, as_features, derive_seed, vgg16_features, image_features,
                           kid, quality_report, feature_space_name, plot_nearest, reconstruction_psnr)
 from .slides import load_data, map_run_slides
 
@@ -192,11 +192,12 @@ def feature_space(cfg: RunConfig) -> tuple[torch.nn.Module, str]:
     return vgg16_features(cfg.pretrained_vgg), feature_space_name('vgg16', cfg.feature_size, cfg.pretrained_vgg)
 
 def train_features(train: np.ndarray, out: Path, cfg: RunConfig, device) -> np.ndarray:
-    "Feature-space vectors of the training tiles, computed once per run (`features/train.npy`) for the sweep, the metrics and the audit."
+    "Feature-space vectors of the training tiles, computed once per run (`features/train.npy`, by every rank, written by rank 0) for the sweep, the metrics and the audit."
     path = out/'features'/'train.npy'
-    if path.exists(): return np.load(path)
+    if broadcast_object(path.exists()): return np.load(path)          # every rank takes rank 0's decision
     f = image_features(train, net=feature_space(cfg)[0], size=cfg.feature_size, device=device)
-    with atomic_path(path) as tmp, open(tmp, 'wb') as fh: np.save(fh, f)
+    if is_main():
+        with atomic_path(path) as tmp, open(tmp, 'wb') as fh: np.save(fh, f)
     return f
 
 def sweep_quality(unet, head, vq, labels: np.ndarray, features: np.ndarray, cfg: RunConfig, k: int, device) -> dict:
@@ -209,17 +210,21 @@ def sweep_quality(unet, head, vq, labels: np.ndarray, features: np.ndarray, cfg:
     kid_, kid_std = kid(features, fake, subset_size=max(2, len(fake) // 2), seed=cfg.seed)
     return dict(kid=kid_, kid_std=kid_std, accuracy=float(np.mean([(pred[ids == c] == c).mean() for c in np.unique(ids)])))
 
+def _sweep_qualities(vq, labels: dict, features: np.ndarray, cfg: RunConfig, out: Path, device) -> None:
+    "`k{K}/sweep_quality.json` for each K without one: the Ks shared among the ranks, each from its joint-stage checkpoint; rank 0 writes."
+    todo = broadcast_object([k for k in cfg.ks if not (out/f'k{k}'/'sweep_quality.json').exists()])
+    done = shard_map(lambda k: sweep_quality(*load_ldm(out/f'k{k}'/'ldm.pt', device), vq, labels[k], features, cfg, k, device), todo)
+    if not is_main(): return
+    for k, q in zip(todo, done): write_json(out/f'k{k}'/'sweep_quality.json', q)
+
 def k_sweep(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: Path, device,
             features: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
-    "Joint training for each K; the validity table (also `validity.csv`/`.png`), with KID and accuracy per K given `features`, and each K's labels."
-    cfeatures, labels, quality = cluster_features(latents), {}, {}
-    for k in cfg.ks:
-        unet, head = train_ldm(train, vq, cfg.for_k(k), out/f'k{k}', device=device)
-        labels[k] = assign_clusters(head, latents)
-        if features is not None:
-            path = out/f'k{k}'/'sweep_quality.json'
-            if not path.exists(): write_json(path, sweep_quality(unet, head, vq, labels[k], features, cfg, k, device))
-            quality[k] = json.loads(path.read_text())
+    "Joint training for each K; the validity table (also `validity.csv`/`.png`; rank 0, `None` on the others), with KID and accuracy per K given `features`, and each K's labels."
+    labels = {k: assign_clusters(train_ldm(train, vq, cfg.for_k(k), out/f'k{k}', device=device)[1], latents) for k in cfg.ks}
+    if features is not None: _sweep_qualities(vq, labels, features, cfg, out, device)
+    if not is_main(): return None, labels
+    cfeatures = cluster_features(latents)
+    quality = {k: json.loads((out/f'k{k}'/'sweep_quality.json').read_text()) for k in cfg.ks} if features is not None else {}
     scored = {k: y for k, y in labels.items() if len(np.unique(y)) >= 2}
     for k in sorted(set(labels) - set(scored)):
         warnings.warn(f"K={k}: the cluster head put every tile in one cluster; its validity indices are left empty (NaN).")
@@ -249,11 +254,13 @@ def write_clusters(out: Path, tiles: np.ndarray, train_idx: np.ndarray, train_la
     with atomic_path(out/'clusters.csv') as f: df.to_csv(f, index=False)
     return df
 
-def distribution_stage(train: np.ndarray, features: np.ndarray, cfg: RunConfig, out: Path, device) -> tuple[dict, dict]:
-    "KID / FD / precision / recall of `out/generated` against the training tiles, with floors, and the memorisation audit."
+def distribution_stage(train: np.ndarray, features: np.ndarray, cfg: RunConfig, out: Path, device) -> tuple[dict | None, dict | None]:
+    "KID / FD / precision / recall of `out/generated` against the training tiles, with floors, and the memorisation audit (the features by every rank; the rest on rank 0, `(None, None)` on the others)."
     net, name = feature_space(cfg)
     fake = as_tiles(out/'generated', 'generated')
-    q = quality_report(train, fake, train=train, net=net, size=cfg.feature_size, real_features=features,
+    fake_features = as_features(fake, 'generated', net=net, size=cfg.feature_size, device=device)
+    if not is_main(): return None, None
+    q = quality_report(train, fake, train=train, net=net, size=cfg.feature_size, real_features=features, fake_features=fake_features,
                        train_features=features, feature_space=name, seed=cfg.seed, device=device)
     nearest = q.pop('nearest')
     m = read_manifest(out/'manifest.json')
@@ -266,29 +273,31 @@ def distribution_stage(train: np.ndarray, features: np.ndarray, cfg: RunConfig, 
 
 def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg: RunConfig, out: Path, device,
                    stages: Stages, features: np.ndarray | None = None, reconstruction: dict | None = None) -> dict:
-    "Paired generation, the three paired metrics, distribution + memorisation, per-cluster accuracy, galleries."
+    "Paired generation, the three paired metrics, distribution + memorisation, per-cluster accuracy, galleries (under `torchrun`: every rank generates and extracts features; rank 0 the rest, and every file)."
     n = len(train) if cfg.eval_tiles is None else min(cfg.eval_tiles, len(train))
-    labels = assign_clusters(head, latents)                     # the fine-tuned head's clusters of the training tiles
+    labels, main = assign_clusters(head, latents), is_main()   # the fine-tuned head's clusters of the training tiles
     with stages('paired generation'):
         generate_for(train[:n], unet, vq, out_dir=out/'generated', cluster_ids=labels[:n], steps=cfg.sampling,
-                     seed=cfg.seed, device=device)
+                     seed=cfg.seed, device=device, progress=main)
     with stages('SSIM / MS-SSIM / LPIPS'):
-        metrics = evaluate_pairs(train[:n], out/'generated', pretrained_backbone=cfg.pretrained_vgg, device=device)
+        metrics = evaluate_pairs(train[:n], out/'generated', pretrained_backbone=cfg.pretrained_vgg, device=device) if main else {}
         metrics['lpips_backbone'] = 'ImageNet VGG16' if cfg.pretrained_vgg else f'untrained VGG16 (values not meaningful; {VGG_INSTALL})'
     with stages('distribution + memorisation'):
         features = features if features is not None else train_features(train, out, cfg, device)
         metrics['distribution'], metrics['memorisation'] = distribution_stage(train, features, cfg, out, device)
         metrics['reconstruction'] = reconstruction
-        write_json(out/'metrics.json', metrics)
+        if main: write_json(out/'metrics.json', metrics)
     with stages('per-cluster accuracy'):
-        acc = cluster_accuracy(unet, head, vq, cfg.n_per_cluster, steps=cfg.sampling, seed=cfg.seed, device=device)
-        with atomic_path(out/'cluster_accuracy.csv') as f: acc.to_csv(f, index=False)
-        plot_cluster_accuracy(acc, path=out/'cluster_accuracy.png')
+        acc = cluster_accuracy(unet, head, vq, cfg.n_per_cluster, steps=cfg.sampling, seed=cfg.seed, device=device, progress=main)
+        if main:
+            with atomic_path(out/'cluster_accuracy.csv') as f: acc.to_csv(f, index=False)
+            plot_cluster_accuracy(acc, path=out/'cluster_accuracy.png')
     with stages('galleries'):
-        cluster_gallery(train, labels, cfg.gallery_n, n_clusters=head.n_clusters, path=out/'gallery_real.png')
-        generated_gallery(unet, vq, cfg.gallery_n, steps=cfg.sampling, seed=cfg.seed, device=device, path=out/'gallery_generated.png')
+        if main: cluster_gallery(train, labels, cfg.gallery_n, n_clusters=head.n_clusters, path=out/'gallery_real.png')
+        generated_gallery(unet, vq, cfg.gallery_n, steps=cfg.sampling, seed=cfg.seed, device=device, path=out/'gallery_generated.png',
+                          progress=main)
     with stages('label template'):
-        if not (out/'labels.csv').exists(): write_label_template(out/'labels.csv', head.n_clusters)
+        if main and not (out/'labels.csv').exists(): write_label_template(out/'labels.csv', head.n_clusters)
     return dict(metrics=metrics, accuracy=acc)
 
 # %% ../nbs/07_pipeline.ipynb #71546c83
@@ -416,13 +425,16 @@ def _run_stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, fo
     return dict(out=out, k=k, validity=table, **result, times=stages.times)
 
 def _train_in_step(data: Path, out: Path, cfg: RunConfig, device) -> dict:
-    "`run_pipeline` on a rank other than 0: each stage's training, in step with rank 0, which alone evaluates and writes."
+    "`run_pipeline` on a rank other than 0: in step with rank 0, each stage's training and its share of the generations and features; rank 0 writes."
     barrier()                                                  # rank 0 has prepared `out` …
     barrier(); tiles, train_idx = data_stage(data, out, cfg); train = tiles[train_idx]   # … and written the manifest
     vq = train_vqgan(train, cfg.vqgan, out/'vqgan', device=device, progress=False)
-    for k in cfg.ks: train_ldm(train, vq, cfg.for_k(k), out/f'k{k}', device=device, progress=False)
+    latents = encode_latents(vq, train, device=device)
+    features = train_features(train, out, cfg, device)
+    k_sweep(train, vq, latents, cfg, out, device, features)
     k = broadcast_object(None)
     unet, head = load_ldm(out/f'k{k}'/'ldm.pt', device)
     unet, head = finetune1(unet, head, train, vq, cfg.finetune1, out/f'k{k}', device=device, progress=False)
-    finetune2(unet, head, train, vq, cfg.finetune2, out/f'k{k}', device=device, progress=False)
+    unet, head = finetune2(unet, head, train, vq, cfg.finetune2, out/f'k{k}', device=device, progress=False)
+    evaluate_stage(train, latents, vq, unet.eval(), head.eval(), cfg, out, device, Stages(0, log=lambda *a: None), features)
     return dict(out=out, k=k)

@@ -4,10 +4,10 @@
 
 # %% ../nbs/00a_train.ipynb #fa01558a
 from __future__ import annotations
-import atexit, csv, dataclasses, datetime, fcntl, io, json, math, os, socket, sys, time, typing, warnings
+import atexit, contextvars, csv, dataclasses, datetime, fcntl, io, json, math, os, socket, sys, time, typing, warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -19,9 +19,9 @@ from .data import atomic_path
 
 # %% auto #0
 __all__ = ['MAX_STEPS_VAR', 'StageConfig', 'save_checkpoint', 'load_checkpoint', 'resolve_device', 'seeded', 'count_params',
-           'dist_env', 'is_main', 'init_distributed', 'barrier', 'broadcast_object', 'NonFiniteLossError', 'Trainer',
-           'optimise', 'autocast', 'state_dict', 'load_state', 'save', 'write_log', 'step_cap', 'fit', 'batch_random',
-           'RunLockedError', 'run_lock', 'torchrun_command', 'plot_log']
+           'dist_env', 'is_main', 'init_distributed', 'barrier', 'broadcast_object', 'shard_indices', 'gather_objects',
+           'shard_map', 'NonFiniteLossError', 'Trainer', 'optimise', 'autocast', 'state_dict', 'load_state', 'save',
+           'write_log', 'step_cap', 'fit', 'batch_random', 'RunLockedError', 'run_lock', 'torchrun_command', 'plot_log']
 
 # %% ../nbs/00a_train.ipynb #fb0e1eb7
 def _plain(v):
@@ -118,6 +118,33 @@ def broadcast_object(obj):
     if not dist.is_initialized(): return obj
     box = [obj]; dist.broadcast_object_list(box, src=0)
     return box[0]
+
+_alone = contextvars.ContextVar('alone', default=False)       # True inside a rank's share of `shard_map`
+
+def _sharing() -> tuple[int, int]:
+    "`(rank, world)` of the ranks that share work here: the process group's; `(0, 1)` in a plain process or inside a share."
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() and not _alone.get() else (0, 1)
+
+def shard_indices(n: int) -> range:
+    "This rank's share of `n` items: every world-th one from its rank (`range(n)` in a plain process)."
+    rank, world = _sharing()
+    return range(rank, n, world)
+
+def gather_objects(obj) -> list:
+    "Every rank's (picklable) `obj`, in rank order, on every rank (`[obj]` in a plain process)."
+    world = _sharing()[1]
+    if world == 1: return [obj]
+    out = [None] * world; dist.all_gather_object(out, obj)
+    return out
+
+def shard_map(fn: Callable[[Any], Any], items: Sequence, desc: str | None = None) -> list:
+    "`[fn(x) for x in items]` on every rank, each rank computing its `shard_indices` (alone: sharded work inside `fn` is not shared again); a progress bar `desc` on rank 0."
+    mine = shard_indices(len(items))
+    token = _alone.set(True)
+    try: done = [fn(items[i]) for i in tqdm(mine, desc=desc, disable=desc is None or mine.start > 0)]
+    finally: _alone.reset(token)
+    parts = gather_objects(done)
+    return [parts[i % len(parts)][i // len(parts)] for i in range(len(items))]
 
 # %% ../nbs/00a_train.ipynb #9d480ccb
 class NonFiniteLossError(RuntimeError):
