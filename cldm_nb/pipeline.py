@@ -91,9 +91,9 @@ class RunConfig(StageConfig):
     @classmethod
     def cpu(cls, **kw) -> 'RunConfig':
         "What `cldm run` uses without a GPU: ~15 min on 2 cores for the sample, spent where the measurements of `05_finetune` say it pays."
-        unet = UNetConfig.tiny(n_clusters=4, null_cluster=True)
+        unet = UNetConfig.tiny(n_clusters=4, null_cluster=True, prediction='v')
         return cls.tiny(**{**dict(preset='cpu', n_per_cluster=32, gallery_n=8, sweep_tiles=32, sweep_steps=25,
-                                  sampling=SampleConfig(sampler='ddim', steps=50, spacing='trailing', clip_x0='range', guidance_scale=3.),
+                                  sampling=SampleConfig(sampler='ddim', steps=50, spacing='trailing', clip_x0='range'),
                                   vqgan=VQGANConfig.tiny(ch=(16, 32, 32), mid=(32, 32), epochs=40, lr=1e-3, disc_start=10**6),
                                   ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3, unet=unet, p_uncond=0.1),
                                   finetune1=Finetune1Config(batch_size=16, epochs=170, lr=1e-3, ema_decay=0.995, p_uncond=0.1),
