@@ -169,21 +169,18 @@ METRICS = ('ssim', 'msssim', 'lpips')
 def evaluate_pairs(real, fake, metrics: Sequence[str] = METRICS, lpips_model: nn.Module | None = None,
                    pretrained_backbone: bool = True, msssim_win: int = 7, chunk: int = 256,
                    device: str | torch.device = 'cpu', progress: bool = True) -> dict:
-    "Means and standard deviations over pairs of SSIM, MS-SSIM and LPIPS between `real` and `fake` (folders paired by sorted name, or arrays)."
+    "Means and standard deviations over pairs of SSIM, MS-SSIM and LPIPS between `real` and `fake` (folders paired by sorted name, or arrays); under `torchrun` the chunks are shared among the ranks."
     if unknown := set(metrics) - set(METRICS): raise ValueError(f"metrics: unknown {sorted(unknown)}; choose from {METRICS}.")
     real, fake = paired_tiles(real, fake)
     model = (lpips_model if lpips_model is not None else lpips_net('vgg', pretrained_backbone)) if 'lpips' in metrics else None
     fns = dict(ssim=lambda r, f: ssim_paired(r, f, device=device),
                msssim=lambda r, f: msssim_paired(r, f, win_size=msssim_win, device=device),
                lpips=lambda r, f: lpips_paired(r, f, model=model, device=device))
-    scores = {k: [] for k in metrics}
-    with tqdm(total=len(real), desc='evaluate pairs', unit='pair', disable=not progress) as bar:
-        for i in range(0, len(real), chunk):
-            for k in metrics: scores[k].append(fns[k](real[i:i + chunk], fake[i:i + chunk]))
-            bar.update(len(real[i:i + chunk]))
+    parts = shard_map(lambda i: {k: fns[k](real[i:i + chunk], fake[i:i + chunk]) for k in metrics},
+                      range(0, len(real), chunk), 'evaluate pairs' if progress else None)   # under torchrun: chunks shared among the ranks
     out = dict(n=len(real))
-    for k, v in scores.items():
-        v = np.concatenate(v)
+    for k in metrics:
+        v = np.concatenate([p[k] for p in parts])
         out[k], out[f'{k}_std'] = float(v.mean()), float(v.std())
     return out
 

@@ -280,7 +280,7 @@ def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg
         generate_for(train[:n], unet, vq, out_dir=out/'generated', cluster_ids=labels[:n], steps=cfg.sampling,
                      seed=cfg.seed, device=device, progress=main)
     with stages('SSIM / MS-SSIM / LPIPS'):
-        metrics = evaluate_pairs(train[:n], out/'generated', pretrained_backbone=cfg.pretrained_vgg, device=device) if main else {}
+        metrics = evaluate_pairs(train[:n], out/'generated', pretrained_backbone=cfg.pretrained_vgg, device=device, progress=main)
         metrics['lpips_backbone'] = 'ImageNet VGG16' if cfg.pretrained_vgg else f'untrained VGG16 (values not meaningful; {VGG_INSTALL})'
     with stages('distribution + memorisation'):
         features = features if features is not None else train_features(train, out, cfg, device)
