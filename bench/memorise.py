@@ -15,7 +15,7 @@ along the reverse chain is printed beside the forward marginal's (1 at every t),
 U-Net falls short of the memoriser: its clean-latent error at each t next to the exact denoiser's. `--out` gets
 the figures of each sampler's closest samples above their nearest reconstructions.
 
-    python bench/memorise.py [--tiles 16] [--steps 2000] [--width 32] [--prediction v] [--ema 0.999] [--out /tmp/memorise]
+    python bench/memorise.py [--tiles 16] [--steps 2000] [--width 32] [--prediction v] [--ema 0.999] [--lr_decay cosine] [--out /tmp/memorise]
 """
 import argparse, time
 from pathlib import Path
@@ -27,17 +27,18 @@ from cldm_nb.data import load_tiles, sample_data, to_tensor, to_uint8
 from cldm_nb.diffusion import PREDICTIONS, ExactDenoiser, LDMConfig, UNetConfig, encode_latents, sample, train_ldm
 from cldm_nb.eval import nearest_training, plot_nearest
 from cldm_nb.imsat import assign_clusters
+from cldm_nb.train import LR_DECAYS
 from cldm_nb.vqgan import VQGANConfig, train_vqgan
 
 
-def train(tiles: np.ndarray, steps: int, width: int, prediction: str, ema: float | None, out: Path):
+def train(tiles: np.ndarray, steps: int, width: int, prediction: str, ema: float | None, lr_decay: str | None, out: Path):
     "The tiny VQ-GAN and the U-Net on `tiles` (resumed from `out` when already trained); `(vq, unet, head)`."
     vq = train_vqgan(tiles, VQGANConfig.tiny(ch=(16, 32, 32), mid=(32, 32), lr=1e-3, disc_start=10**6, epochs=300 * 8 // len(tiles)),
                      out / 'vqgan', progress=False)
     unet = UNetConfig.tiny(n_clusters=2, channels=(width,) * 4, mid_channels=(width, width), out_conv_channels=width,
                            prediction=prediction)
     cfg = LDMConfig.tiny(n_clusters=2, unet=unet, optimizer='adam', lr=1e-3, w_me=0., w_ce=0., w_af=0., train_head=False,
-                         batch_size=len(tiles), epochs=steps, ema_decay=ema)
+                         batch_size=len(tiles), epochs=steps, ema_decay=ema, lr_decay=lr_decay)
     return (vq, *train_ldm(tiles, vq, cfg, out / 'ldm', progress=False))
 
 
@@ -54,16 +55,16 @@ def x0_errors(unet, exact: ExactDenoiser, z0: torch.Tensor, ids: torch.Tensor, t
     return rows
 
 
-def main(n_tiles: int, steps: int, width: int, prediction: str, ema: float | None, out: Path) -> bool:
+def main(n_tiles: int, steps: int, width: int, prediction: str, ema: float | None, lr_decay: str | None, out: Path) -> bool:
     tiles = load_tiles(sample_data())[:n_tiles]
     t0 = time.time()
-    vq, unet, head = train(tiles, steps, width, prediction, ema, out)
+    vq, unet, head = train(tiles, steps, width, prediction, ema, lr_decay, out)
     with torch.no_grad(): recon = to_uint8(vq(to_tensor(tiles))[0].clamp(0, 1))
     latents = encode_latents(vq, tiles)
     ids = torch.as_tensor(assign_clusters(head, latents))             # each tile's condition, from the frozen head
     scale = float(unet.latent_scale)
     exact = ExactDenoiser(latents * scale, ids, latent_scale=scale)
-    print(f"trained in {time.time() - t0:.0f} s ({steps} U-Net steps, width {width}, {prediction}-prediction, EMA {ema}, on {n_tiles} tiles)")
+    print(f"trained in {time.time() - t0:.0f} s ({steps} U-Net steps, width {width}, {prediction}-prediction, EMA {ema}, lr decay {lr_decay}, on {n_tiles} tiles)")
     print(f"{'sampler':40s} {'copy_share':>10s} {'d1/d2 median':>12s} {'latent std at t = 900, 500, 100, end':>40s}")
     copies = {}
     for name, model, clip in (('exact denoiser', exact, None), ('U-Net', unet, None), ('U-Net, x0 clipped', unet, 'range')):
@@ -92,6 +93,7 @@ if __name__ == '__main__':
     p.add_argument('--width', type=int, default=32, help='U-Net channels at every level (multiple of 8)')
     p.add_argument('--prediction', default='eps', choices=PREDICTIONS, help='what the U-Net predicts (UNetConfig.prediction)')
     p.add_argument('--ema', type=float, default=None, help='EMA decay of the U-Net weights (default: none)')
+    p.add_argument('--lr_decay', default=None, choices=LR_DECAYS[1:], help="the U-Net's learning-rate decay (default: constant)")
     p.add_argument('--out', type=Path, default=Path('/tmp/cldm_memorise'))
     a = p.parse_args()
-    raise SystemExit(0 if main(a.tiles, a.steps, a.width, a.prediction, a.ema, a.out) else 1)
+    raise SystemExit(0 if main(a.tiles, a.steps, a.width, a.prediction, a.ema, a.lr_decay, a.out) else 1)

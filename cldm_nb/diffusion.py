@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .data import atomic_path, dataset_mean, load_tiles, random_affine, to_uint8
 from .imsat import ClusterHead, assign_clusters, cluster_sizes, imsat_loss
-from .train import StageConfig, Trainer, barrier, init_distributed, is_main, load_checkpoint, resolve_device, seeded
+from .train import LR_DECAYS, StageConfig, Trainer, barrier, init_distributed, is_main, load_checkpoint, resolve_device, seeded
 from .vqgan import VQVAE
 
 # %% auto #0
@@ -325,6 +325,7 @@ class PhaseConfig(StageConfig):
     ema_decay: float | None = None   # keep an exponential moving average of the U-Net's weights (None: off, the paper)
     p_uncond: float = 0.             # share of training steps whose condition is dropped to 'no cluster' (needs unet.null_cluster)
     min_snr_gamma: float | None = None   # Min-SNR-γ loss weighting (Hang et al. 2023; None: plain MSE, the paper)
+    lr_decay: str | None = None      # 'cosine': the learning rate decays to 0 over the phase (None: constant, the paper)
 
     def __post_init__(self):
         if self.optimizer not in _OPTIMIZERS: raise ValueError(f"optimizer: one of {sorted(_OPTIMIZERS)}, got {self.optimizer!r}.")
@@ -332,6 +333,7 @@ class PhaseConfig(StageConfig):
             raise ValueError("w_me, w_ce, w_af: the IMSAT terms only train the cluster head; with train_head=False set them to 0.")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1: raise ValueError(f"ema_decay: must lie in (0, 1) or be None, got {self.ema_decay}.")
         if not 0 <= self.p_uncond < 1: raise ValueError(f"p_uncond: a share in [0, 1), got {self.p_uncond}.")
+        if self.lr_decay not in LR_DECAYS: raise ValueError(f"lr_decay: one of {LR_DECAYS}, got {self.lr_decay!r}.")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0: raise ValueError(f"min_snr_gamma: must be positive or None, got {self.min_snr_gamma}.")
 
     @property
@@ -484,7 +486,7 @@ def phase_trainer(name: str, unet: CondUNet, head: ClusterHead, tiles: np.ndarra
     if cfg.ema_decay: models['ema'] = AveragedModel(unet, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
     return _PhaseTrainer(name, models, dict(opt=opt), phase_step(cfg, vqgan, dataset_mean(tiles), latents is not None),
                          data, cfg, out_dir, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
-                         frozen=('ema',) + (() if cfg.train_head else ('head',)), amp=cfg.amp, progress=progress,
+                         frozen=('ema',) + (() if cfg.train_head else ('head',)), amp=cfg.amp, progress=progress, lr_decay=cfg.lr_decay,
                          on_epoch_end=None if latents is None else _cluster_report(latents, head.n_clusters))
 
 def train_phase(name: str, unet: CondUNet, head: ClusterHead, tiles: np.ndarray | str | Path, vqgan: VQVAE,

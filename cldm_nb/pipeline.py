@@ -96,7 +96,7 @@ class RunConfig(StageConfig):
                                   sampling=SampleConfig(sampler='ddim', steps=50, spacing='trailing', clip_x0='range'),
                                   vqgan=VQGANConfig.tiny(ch=(16, 32, 32), mid=(32, 32), epochs=40, lr=1e-3, disc_start=10**6),
                                   ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3, unet=unet, p_uncond=0.1),
-                                  finetune1=Finetune1Config(batch_size=16, epochs=170, lr=1e-3, ema_decay=0.995, p_uncond=0.1),
+                                  finetune1=Finetune1Config(batch_size=16, epochs=110, lr=1e-3, ema_decay=0.995, p_uncond=0.1, lr_decay='cosine'),
                                   finetune2=Finetune2Config.tiny(epochs=2, p_uncond=0.1)), **kw})
 
     @property

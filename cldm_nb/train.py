@@ -18,10 +18,11 @@ from tqdm import tqdm
 from .data import atomic_path
 
 # %% auto #0
-__all__ = ['MAX_STEPS_VAR', 'StageConfig', 'save_checkpoint', 'load_checkpoint', 'resolve_device', 'seeded', 'count_params',
-           'dist_env', 'is_main', 'init_distributed', 'barrier', 'broadcast_object', 'shard_indices', 'gather_objects',
-           'shard_map', 'NonFiniteLossError', 'Trainer', 'optimise', 'autocast', 'state_dict', 'load_state', 'save',
-           'write_log', 'step_cap', 'fit', 'batch_random', 'RunLockedError', 'run_lock', 'torchrun_command', 'plot_log']
+__all__ = ['LR_DECAYS', 'MAX_STEPS_VAR', 'StageConfig', 'save_checkpoint', 'load_checkpoint', 'resolve_device', 'seeded',
+           'count_params', 'dist_env', 'is_main', 'init_distributed', 'barrier', 'broadcast_object', 'shard_indices',
+           'gather_objects', 'shard_map', 'NonFiniteLossError', 'Trainer', 'optimise', 'autocast', 'lr_factor',
+           'state_dict', 'load_state', 'save', 'write_log', 'step_cap', 'fit', 'batch_random', 'RunLockedError',
+           'run_lock', 'torchrun_command', 'plot_log']
 
 # %% ../nbs/00a_train.ipynb #fb0e1eb7
 def _plain(v):
@@ -169,11 +170,15 @@ class Trainer:
                  epochs: int, batch_size: int, seed: int, device: str | torch.device | None = None,
                  frozen: tuple[str, ...] = (), amp: bool = True, grad_clip: float | None = None,
                  on_epoch_end: Callable[['Trainer', int], dict] | None = None, num_workers: int = 0,
-                 ckpt_minutes: float = 10., progress: bool = True):
+                 ckpt_minutes: float = 10., progress: bool = True, lr_decay: str | None = None):
+        if lr_decay not in LR_DECAYS: raise ValueError(f"lr_decay: one of {LR_DECAYS}, got {lr_decay!r}.")
         self.name, self.models, self.optimizers, self.step_fn, self.data, self.cfg = name, models, optimizers, step_fn, data, cfg
         self.out_dir, self.epochs, self.batch_size, self.seed = Path(out_dir), epochs, batch_size, seed
         self.device, self.frozen, self.amp, self.grad_clip = init_distributed(resolve_device(device)), tuple(frozen), amp, grad_clip
         self.on_epoch_end, self.num_workers, self.ckpt_minutes, self.progress = on_epoch_end, num_workers, ckpt_minutes, progress
+        self.lr_decay = lr_decay
+        for o in optimizers.values():
+            for g in o.param_groups: g.setdefault('initial_lr', g['lr'])   # what a decay scales (kept in the optimiser's state)
         self.step, self.history, self.elapsed, self._sums = 0, [], 0., {}
         self.rank, self.world = dist_env()[:2]
         self.gen = torch.Generator()                       # this rank's randomness, re-seeded every step
@@ -210,7 +215,7 @@ def _check_finite(tr: Trainer, opt: str, loss: torch.Tensor, parts: dict | None)
                                  "Lower the learning rate or check the input data.")
 
 def optimise(self: Trainer, opt: str, loss: torch.Tensor, parts: dict | None = None) -> None:
-    "Check `loss` is finite, then zero-grad, backward and step the optimiser named `opt`."
+    "Check `loss` is finite, then zero-grad, backward and step the optimiser named `opt` (at the decayed rate when `lr_decay`)."
     _check_finite(self, opt, loss, parts)
     o = self.optimizers[opt]
     o.zero_grad(set_to_none=True)
@@ -218,6 +223,8 @@ def optimise(self: Trainer, opt: str, loss: torch.Tensor, parts: dict | None = N
     if self.world > 1: _average_grads(self, [p for g in o.param_groups for p in g['params']])
     if self.grad_clip:
         torch.nn.utils.clip_grad_norm_([p for g in o.param_groups for p in g['params']], self.grad_clip)
+    if self.lr_decay:
+        for g in o.param_groups: g['lr'] = g['initial_lr'] * lr_factor(self.lr_decay, self.step, self.total_steps)
     o.step()
 
 def autocast(self: Trainer):
@@ -225,6 +232,15 @@ def autocast(self: Trainer):
     return torch.autocast('cuda', dtype=torch.bfloat16) if self.amp and self.device.type == 'cuda' else nullcontext()
 
 Trainer.optimise, Trainer.autocast = optimise, autocast
+
+# %% ../nbs/00a_train.ipynb #15b9c039
+LR_DECAYS = (None, 'cosine')
+
+def lr_factor(decay: str | None, step: int, total: int) -> float:
+    "Multiplier of the initial learning rate at `step` (0-based) of a `total`-step run: 1 without decay, ½(1 + cos(π·step/total)) for 'cosine'."
+    if decay is None: return 1.
+    if decay != 'cosine': raise ValueError(f"lr_decay: one of {LR_DECAYS}, got {decay!r}.")
+    return 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 # %% ../nbs/00a_train.ipynb #1251d79c
 def state_dict(self: Trainer) -> dict:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import torchvision
 
 from .data import TileDataset, atomic_path, load_tiles, to_tensor
-from .train import StageConfig, Trainer, load_checkpoint, resolve_device, save_checkpoint, seeded
+from .train import LR_DECAYS, StageConfig, Trainer, load_checkpoint, resolve_device, save_checkpoint, seeded
 
 # %% auto #0
 __all__ = ['VQGANConfig', 'ResBlock', 'SelfAttention', 'MidBlock', 'VectorQuantizer', 'Encoder', 'Decoder', 'VQVAE',
@@ -49,6 +49,10 @@ class VQGANConfig(StageConfig):
     seed: int = 765
     amp: bool = True                    # bf16 autocast on CUDA
     grid_n: int = 8                     # tiles in the per-epoch reconstruction grid
+    lr_decay: str | None = None         # 'cosine': the learning rate decays to 0 over the run (None: constant, the paper)
+
+    def __post_init__(self):
+        if self.lr_decay not in LR_DECAYS: raise ValueError(f"lr_decay: one of {LR_DECAYS}, got {self.lr_decay!r}.")
 
     @classmethod
     def tiny(cls, **kw) -> 'VQGANConfig':
@@ -366,7 +370,7 @@ def vqgan_trainer(tiles: np.ndarray | str | Path, cfg: VQGANConfig | None = None
     grid = to_tensor(tiles[:cfg.grid_n])
     return Trainer('vqgan', dict(vqvae=vq, disc=disc), opts, _vqgan_step(cfg, lp), data, cfg, out_dir,
                    epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=device, amp=cfg.amp,
-                   on_epoch_end=_epoch_report(grid, Path(out_dir)), progress=progress)
+                   on_epoch_end=_epoch_report(grid, Path(out_dir)), progress=progress, lr_decay=cfg.lr_decay)
 
 def train_vqgan(tiles: np.ndarray | str | Path, cfg: VQGANConfig | None = None, out_dir: str | Path = 'runs/vqgan',
                 device: str | torch.device | None = None, resume: bool = True, *, max_steps: int | None = None,
