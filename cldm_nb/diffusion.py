@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .data import atomic_path, dataset_mean, load_tiles, random_affine, to_uint8
 from .imsat import ClusterHead, assign_clusters, cluster_sizes, imsat_loss
-from .train import LR_DECAYS, StageConfig, Trainer, barrier, init_distributed, is_main, load_checkpoint, resolve_device, seeded
+from .train import StageConfig, Trainer, barrier, check_lr_decay, init_distributed, is_main, load_checkpoint, resolve_device, seeded
 from .vqgan import VQVAE
 
 # %% auto #0
@@ -333,7 +333,7 @@ class PhaseConfig(StageConfig):
             raise ValueError("w_me, w_ce, w_af: the IMSAT terms only train the cluster head; with train_head=False set them to 0.")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1: raise ValueError(f"ema_decay: must lie in (0, 1) or be None, got {self.ema_decay}.")
         if not 0 <= self.p_uncond < 1: raise ValueError(f"p_uncond: a share in [0, 1), got {self.p_uncond}.")
-        if self.lr_decay not in LR_DECAYS: raise ValueError(f"lr_decay: one of {LR_DECAYS}, got {self.lr_decay!r}.")
+        check_lr_decay(self.lr_decay)
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0: raise ValueError(f"min_snr_gamma: must be positive or None, got {self.min_snr_gamma}.")
 
     @property
@@ -638,7 +638,8 @@ class ExactDenoiser(nn.Module):
         if ids.shape != latents.shape[:1]: raise ValueError(f"cluster_ids: one per latent ({len(latents)}), got {tuple(ids.shape)}.")
         self.schedule = schedule or LinearSchedule()
         self.cfg = SimpleNamespace(in_channels=latents.shape[1], n_clusters=int(ids.max()) + 1, prediction='eps')  # what `sample` reads
-        self.register_buffer('data', latents.double()); self.register_buffer('ids', ids)
+        self.register_buffer('data', latents.double().flatten(1)); self.register_buffer('ids', ids)
+        self.register_buffer('sq_norms', self.data.square().sum(1))     # ‖z0‖² of each latent, once
         self.register_buffer('latent_scale', torch.tensor(float(latent_scale)))
         self.register_buffer('x0_range', latent_range(latents))
 
@@ -648,14 +649,14 @@ class ExactDenoiser(nn.Module):
     def posterior(self, z_t: torch.Tensor, t, cond: torch.Tensor) -> torch.Tensor:
         "`(N, M)` weights of the training latents given `z_t`: softmax of −‖z_t − √ᾱ_t z0‖² / 2(1 − ᾱ_t) over those of cluster `cond` (all for the null id)."
         ab = self.schedule.alpha_bars.to(z_t.device)[torch.as_tensor(t, device=z_t.device).expand(len(z_t))][:, None]
-        z, x = z_t.double().flatten(1), self.data.flatten(1)
-        d2 = z.square().sum(1, keepdim=True) - 2 * ab.sqrt() * z @ x.T + ab * x.square().sum(1)
+        z = z_t.double().flatten(1)
+        d2 = z.square().sum(1, keepdim=True) - 2 * ab.sqrt() * z @ self.data.T + ab * self.sq_norms
         member = (self.ids[None] == cond[:, None]) | (cond[:, None] == self.null_id)
         return (-d2 / (2 * (1 - ab))).masked_fill(~member, -math.inf).softmax(1)
 
     def forward(self, z_t: torch.Tensor, t, cond: torch.Tensor) -> torch.Tensor:
         "The noise implied by E[z0 | z_t, cluster]: (z_t − √ᾱ_t·E[z0]) / √(1 − ᾱ_t)."
-        x0 = (self.posterior(z_t, t, cond) @ self.data.flatten(1)).view_as(z_t)
+        x0 = (self.posterior(z_t, t, cond) @ self.data).view_as(z_t)
         return self.schedule.eps_x0(x0.to(z_t.dtype), t, z_t, 'x0')[0]
 
 # %% ../nbs/04_diffusion.ipynb #e299abaa

@@ -90,7 +90,7 @@ class RunConfig(StageConfig):
 
     @classmethod
     def cpu(cls, **kw) -> 'RunConfig':
-        "What `cldm run` uses without a GPU: ~15 min on 2 cores for the sample, spent where the measurements of `05_finetune` say it pays."
+        "What `cldm run` uses without a GPU: 15–19 min on 2 cores for the sample, spent where the measurements of `05_finetune` say it pays."
         unet = UNetConfig.tiny(n_clusters=4, null_cluster=True, prediction='v')
         return cls.tiny(**{**dict(preset='cpu', n_per_cluster=32, gallery_n=8, sweep_tiles=32, sweep_steps=25,
                                   sampling=SampleConfig(sampler='ddim', steps=50, spacing='trailing', clip_x0='range'),

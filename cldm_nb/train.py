@@ -20,9 +20,9 @@ from .data import atomic_path
 # %% auto #0
 __all__ = ['LR_DECAYS', 'MAX_STEPS_VAR', 'StageConfig', 'save_checkpoint', 'load_checkpoint', 'resolve_device', 'seeded',
            'count_params', 'dist_env', 'is_main', 'init_distributed', 'barrier', 'broadcast_object', 'shard_indices',
-           'gather_objects', 'shard_map', 'NonFiniteLossError', 'Trainer', 'optimise', 'autocast', 'lr_factor',
-           'state_dict', 'load_state', 'save', 'write_log', 'step_cap', 'fit', 'batch_random', 'RunLockedError',
-           'run_lock', 'torchrun_command', 'plot_log']
+           'gather_objects', 'shard_map', 'NonFiniteLossError', 'Trainer', 'optimise', 'autocast', 'check_lr_decay',
+           'lr_factor', 'state_dict', 'load_state', 'save', 'write_log', 'step_cap', 'fit', 'batch_random',
+           'RunLockedError', 'run_lock', 'torchrun_command', 'plot_log']
 
 # %% ../nbs/00a_train.ipynb #fb0e1eb7
 def _plain(v):
@@ -171,7 +171,7 @@ class Trainer:
                  frozen: tuple[str, ...] = (), amp: bool = True, grad_clip: float | None = None,
                  on_epoch_end: Callable[['Trainer', int], dict] | None = None, num_workers: int = 0,
                  ckpt_minutes: float = 10., progress: bool = True, lr_decay: str | None = None):
-        if lr_decay not in LR_DECAYS: raise ValueError(f"lr_decay: one of {LR_DECAYS}, got {lr_decay!r}.")
+        check_lr_decay(lr_decay)
         self.name, self.models, self.optimizers, self.step_fn, self.data, self.cfg = name, models, optimizers, step_fn, data, cfg
         self.out_dir, self.epochs, self.batch_size, self.seed = Path(out_dir), epochs, batch_size, seed
         self.device, self.frozen, self.amp, self.grad_clip = init_distributed(resolve_device(device)), tuple(frozen), amp, grad_clip
@@ -236,10 +236,14 @@ Trainer.optimise, Trainer.autocast = optimise, autocast
 # %% ../nbs/00a_train.ipynb #15b9c039
 LR_DECAYS = (None, 'cosine')
 
+def check_lr_decay(decay) -> None:
+    "Raise a ValueError naming `lr_decay` unless `decay` is one of `LR_DECAYS` (the check every config with the field runs)."
+    if decay not in LR_DECAYS: raise ValueError(f"lr_decay: one of {LR_DECAYS}, got {decay!r}.")
+
 def lr_factor(decay: str | None, step: int, total: int) -> float:
     "Multiplier of the initial learning rate at `step` (0-based) of a `total`-step run: 1 without decay, ½(1 + cos(π·step/total)) for 'cosine'."
+    check_lr_decay(decay)
     if decay is None: return 1.
-    if decay != 'cosine': raise ValueError(f"lr_decay: one of {LR_DECAYS}, got {decay!r}.")
     return 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 # %% ../nbs/00a_train.ipynb #1251d79c

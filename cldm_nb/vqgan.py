@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import torchvision
 
 from .data import TileDataset, atomic_path, load_tiles, to_tensor
-from .train import LR_DECAYS, StageConfig, Trainer, load_checkpoint, resolve_device, save_checkpoint, seeded
+from .train import StageConfig, Trainer, check_lr_decay, load_checkpoint, resolve_device, save_checkpoint, seeded
 
 # %% auto #0
 __all__ = ['VQGANConfig', 'ResBlock', 'SelfAttention', 'MidBlock', 'VectorQuantizer', 'Encoder', 'Decoder', 'VQVAE',
@@ -51,8 +51,7 @@ class VQGANConfig(StageConfig):
     grid_n: int = 8                     # tiles in the per-epoch reconstruction grid
     lr_decay: str | None = None         # 'cosine': the learning rate decays to 0 over the run (None: constant, the paper)
 
-    def __post_init__(self):
-        if self.lr_decay not in LR_DECAYS: raise ValueError(f"lr_decay: one of {LR_DECAYS}, got {self.lr_decay!r}.")
+    def __post_init__(self): check_lr_decay(self.lr_decay)
 
     @classmethod
     def tiny(cls, **kw) -> 'VQGANConfig':
