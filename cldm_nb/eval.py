@@ -36,7 +36,7 @@ __all__ = ['METRICS', 'SYNTHETIC_NOTE', 'LABEL_COLUMNS', 'IMAGENET_MEAN', 'IMAGE
            'sample_cluster', 'generate_for', 'cluster_accuracy', 'plot_cluster_accuracy', 'generated_gallery',
            'sample_by_label', 'vgg16_features', 'image_features', 'as_features', 'mmd2_unbiased', 'kid',
            'frechet_distance', 'precision_recall', 'nearest_training', 'plot_nearest', 'colour_stats',
-           'feature_space_name', 'quality_report', 'psnr_paired', 'reconstruction_psnr']
+           'feature_space_name', 'quality_report', 'psnr_paired', 'reconstruct', 'reconstruction_psnr']
 
 # %% ../nbs/06_eval.ipynb #ea3940ae
 def _infer_size(src: Path) -> int:
@@ -529,17 +529,23 @@ def nearest_training(fake, train, fake_features: np.ndarray | None = None, train
     return dict(copy_share=float((ratio < threshold).mean()) if len(fake) else float('nan'),
                 ratio_median=float(np.median(ratio)) if len(fake) else float('nan'), threshold=threshold, table=table)
 
-def plot_nearest(fake, train, audit: dict, n: int = 8, path: str | Path | None = None):
-    "The `n` generated tiles closest to a training tile (smallest d1), each above its nearest training tile, with d1, d1/d2 and pixel L2."
+def plot_nearest(fake, train, audit: dict, n: int = 8, path: str | Path | None = None, originals=None):
+    "The `n` generated tiles closest to a training tile (smallest d1), each above its nearest `train` tile, with d1, d1/d2 and pixel L2; `originals` (the real tiles behind `train`, e.g. when `train` holds their reconstructions) adds a third row."
     import matplotlib.pyplot as plt
     fake, train, t = as_tiles(fake, 'fake'), as_tiles(train, 'train'), audit['table']
-    rows = t.nsmallest(n, 'd1')
-    fig, axs = plt.subplots(2, max(len(rows), 1), figsize=(1.5 * max(len(rows), 1), 3.6), squeeze=False)
+    originals = None if originals is None else as_tiles(originals, 'originals')
+    if originals is not None and len(originals) != len(train):
+        raise ValueError(f"originals: one real tile per `train` tile, got {len(originals)} for {len(train)}.")
+    rows, n_rows = t.nsmallest(n, 'd1'), 2 if originals is None else 3
+    fig, axs = plt.subplots(n_rows, max(len(rows), 1), figsize=(1.5 * max(len(rows), 1), 1.8 * n_rows), squeeze=False)
     for j, (i, r) in enumerate(rows.iterrows()):
-        for ax, img, title in ((axs[0, j], fake[i], f"gen {i}\nd1 {r.d1:.3g}, d1/d2 {r.ratio:.2f}"),
-                               (axs[1, j], train[int(r.nearest)], f"train {int(r.nearest)}\npixel L2 {r.pixel_l2:.1f}")):
+        near = int(r.nearest)
+        panels = [(fake[i], f"gen {i}\nd1 {r.d1:.3g}, d1/d2 {r.ratio:.2f}"),
+                  (train[near], f"{'train' if originals is None else 'reconstruction'} {near}\npixel L2 {r.pixel_l2:.1f}")]
+        if originals is not None: panels.append((originals[near], f"train {near}"))
+        for ax, (img, title) in zip(axs[:, j], panels):
             ax.imshow(img); ax.set_title(title, fontsize=7); ax.axis('off')
-    for ax in axs.flat[2 * len(rows):]: ax.axis('off')
+    for ax in axs[:, len(rows):].flat: ax.axis('off')
     fig.tight_layout()
     if path is not None: save_figure(fig, path)
     return fig
@@ -595,13 +601,18 @@ def psnr_paired(real, fake) -> np.ndarray:
     return np.array([peak_signal_noise_ratio(a, b, data_range=255) for a, b in zip(real, fake)])
 
 @torch.no_grad()
-def reconstruction_psnr(vqgan: nn.Module, tiles, batch_size: int = 32, device: str | torch.device | None = None) -> dict:
-    "The VQ-GAN's reconstructions of uint8 `tiles` against them: mean and std of per-tile PSNR, pooled-MSE PSNR, tile count."
+def reconstruct(vqgan: nn.Module, tiles, batch_size: int = 32, device: str | torch.device | None = None) -> np.ndarray:
+    "The VQ-GAN's reconstructions (encoded, quantised, decoded) of uint8 `tiles`, as uint8 tiles."
     tiles = as_tiles(tiles, 'tiles')
     device = resolve_device(device)
     vqgan.eval().to(device)
-    recon = np.concatenate([to_uint8(vqgan(to_tensor(tiles[i:i + batch_size]).to(device))[0].clamp(0, 1).cpu())
-                            for i in range(0, len(tiles), batch_size)])
+    return np.concatenate([to_uint8(vqgan(to_tensor(tiles[i:i + batch_size]).to(device))[0].clamp(0, 1).cpu())
+                           for i in range(0, len(tiles), batch_size)])
+
+def reconstruction_psnr(vqgan: nn.Module, tiles, batch_size: int = 32, device: str | torch.device | None = None) -> dict:
+    "The VQ-GAN's reconstructions of uint8 `tiles` against them: mean and std of per-tile PSNR, pooled-MSE PSNR, tile count."
+    tiles = as_tiles(tiles, 'tiles')
+    recon = reconstruct(vqgan, tiles, batch_size, device)
     p = psnr_paired(tiles, recon)
     mse = np.mean((tiles.astype(np.float64) - recon) ** 2)
     return dict(psnr=float(p.mean()), psnr_std=float(p.std()), psnr_pooled=float(10 * np.log10(255 ** 2 / max(mse, 1e-12))), n=len(tiles))

@@ -23,7 +23,8 @@ from .diffusion import LDMConfig, UNetConfig, SampleConfig, train_ldm, encode_la
 from .finetune import Finetune1Config, Finetune2Config, finetune1, finetune2
 from .eval import (generate_for, evaluate_pairs, cluster_accuracy, plot_cluster_accuracy, cluster_gallery,
                           generated_gallery, write_label_template, as_tiles, as_features, derive_seed, vgg16_features, image_features,
-                          kid, quality_report, feature_space_name, plot_nearest, reconstruction_psnr)
+                          kid, quality_report, feature_space_name, plot_nearest, reconstruction_psnr, reconstruct,
+                          nearest_training)
 from .slides import load_data, map_run_slides
 
 # %% auto #0
@@ -191,9 +192,9 @@ def feature_space(cfg: RunConfig) -> tuple[torch.nn.Module, str]:
     "The run's feature extractor (ImageNet VGG16, or untrained when its weights are absent) and its name for the report."
     return vgg16_features(cfg.pretrained_vgg), feature_space_name('vgg16', cfg.feature_size, cfg.pretrained_vgg)
 
-def train_features(train: np.ndarray, out: Path, cfg: RunConfig, device) -> np.ndarray:
-    "Feature-space vectors of the training tiles, computed once per run (`features/train.npy`, by every rank, written by rank 0) for the sweep, the metrics and the audit."
-    path = out/'features'/'train.npy'
+def train_features(train: np.ndarray, out: Path, cfg: RunConfig, device, name: str = 'train') -> np.ndarray:
+    "Feature-space vectors of the training tiles (or of tiles made from them, e.g. `name='reconstructions'`), computed once per run (`features/{name}.npy`, by every rank, written by rank 0) for the sweep, the metrics and the audit."
+    path = out/'features'/f'{name}.npy'
     if broadcast_object(path.exists()): return np.load(path)          # every rank takes rank 0's decision
     f = image_features(train, net=feature_space(cfg)[0], size=cfg.feature_size, device=device)
     if is_main():
@@ -254,21 +255,29 @@ def write_clusters(out: Path, tiles: np.ndarray, train_idx: np.ndarray, train_la
     with atomic_path(out/'clusters.csv') as f: df.to_csv(f, index=False)
     return df
 
-def distribution_stage(train: np.ndarray, features: np.ndarray, cfg: RunConfig, out: Path, device) -> tuple[dict | None, dict | None]:
-    "KID / FD / precision / recall of `out/generated` against the training tiles, with floors, and the memorisation audit (the features by every rank; the rest on rank 0, `(None, None)` on the others)."
+def distribution_stage(train: np.ndarray, features: np.ndarray, vq, cfg: RunConfig, out: Path, device) -> tuple[dict | None, dict | None]:
+    "KID / FD / precision / recall of `out/generated` against the training tiles, with floors and beside the autoencoder's reconstructions of as many training tiles; the memorisation audit against the reconstructions of all training tiles (the features by every rank; the rest on rank 0, `(None, None)` on the others)."
     net, name = feature_space(cfg)
     fake = as_tiles(out/'generated', 'generated')
     fake_features = as_features(fake, 'generated', net=net, size=cfg.feature_size, device=device)
+    recon = reconstruct(vq, train, device=device)
+    recon_features = train_features(recon, out, cfg, device, name='reconstructions')
     if not is_main(): return None, None
-    q = quality_report(train, fake, train=train, net=net, size=cfg.feature_size, real_features=features, fake_features=fake_features,
-                       train_features=features, feature_space=name, seed=cfg.seed, device=device)
+    score = lambda x, fx, **kw: quality_report(train, x, net=net, size=cfg.feature_size, real_features=features, fake_features=fx,
+                                               feature_space=name, seed=cfg.seed, device=device, **kw)
+    q = score(fake, fake_features, train=recon, train_features=recon_features)   # a copy can come no closer than the reconstruction
+    n = len(fake)
+    q['reconstructions'] = {k: v for k, v in score(recon[:n], recon_features[:n]).items() if k in ('kid', 'kid_std', 'fd', 'precision', 'recall', 'colour_fake')}
+    raw = nearest_training(recon, train, recon_features, features)          # what an audit against the raw tiles could see
     nearest = q.pop('nearest')
     m = read_manifest(out/'manifest.json')
     names = np.array([t['name'] for t in m['tiles']])[m['train_idx']]
     table = nearest.assign(generated=[p.name for p in sorted((out/'generated').glob('*.png'))], nearest_tile=names[nearest.nearest])
     with atomic_path(out/'nearest_training.csv') as f: table.to_csv(f, index_label='index')
-    plot_nearest(fake, train, dict(table=nearest), path=out/'nearest_training.png')
+    plot_nearest(fake, recon, dict(table=nearest), path=out/'nearest_training.png', originals=train)
     memo = {k: q.pop(k) for k in ('copy_share', 'ratio_median', 'copy_threshold', 'n_train')}
+    memo.update(reference='reconstructions of the training tiles', recon_copy_share=raw['copy_share'],
+                recon_own_nearest=float((raw['table'].nearest.to_numpy() == np.arange(len(train))).mean()))
     return q, memo
 
 def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg: RunConfig, out: Path, device,
@@ -284,7 +293,7 @@ def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg
         metrics['lpips_backbone'] = 'ImageNet VGG16' if cfg.pretrained_vgg else f'untrained VGG16 (values not meaningful; {VGG_INSTALL})'
     with stages('distribution + memorisation'):
         features = features if features is not None else train_features(train, out, cfg, device)
-        metrics['distribution'], metrics['memorisation'] = distribution_stage(train, features, cfg, out, device)
+        metrics['distribution'], metrics['memorisation'] = distribution_stage(train, features, vq, cfg, out, device)
         metrics['reconstruction'] = reconstruction
         if main: write_json(out/'metrics.json', metrics)
     with stages('per-cluster accuracy'):
@@ -310,12 +319,18 @@ def _md_table(df: pd.DataFrame, floatfmt: str = '.4g') -> str:
 def _pm(v: float, s: float) -> str: return f"{v:.4g} ± {s:.2g}"
 
 def distribution_markdown(q: dict) -> str:
-    "The *Distribution* block (each metric beside its real-vs-real floor, sizes, feature space, colour) as Markdown."
-    rows = pd.DataFrame({'generated': [_pm(q['kid'], q['kid_std']), f"{q['fd']:.4g}", f"{q['precision']:.3f}", f"{q['recall']:.3f}"],
-                         'real vs real (floor)': [_pm(q['kid_floor'], q['kid_floor_std']), f"{q['fd_floor']:.4g}",
-                                                  f"{q['precision_floor']:.3f}", f"{q['recall_floor']:.3f}"]},
+    "The *Distribution* block (each metric beside its real-vs-real floor and, when measured, the autoencoder's reconstructions; sizes, feature space, colour) as Markdown."
+    column = lambda d, floor='': [_pm(d[f'kid{floor}'], d[f'kid{floor}_std' if floor else 'kid_std']), f"{d[f'fd{floor}']:.4g}",
+                                  f"{d[f'precision{floor}']:.3f}", f"{d[f'recall{floor}']:.3f}"]
+    rec = q.get('reconstructions')
+    rows = pd.DataFrame({'generated': column(q), **({'autoencoder reconstructions': column(rec)} if rec else {}),
+                         'real vs real (floor)': column(q, '_floor')},
                         index=pd.Index(['KID', 'FD', 'precision (k = 3)', 'recall (k = 3)'], name='metric'))
     colour = lambda c: ', '.join(f"{ch} {m:.0f} ± {s:.0f}" for ch, m, s in zip('RGB', c['mean'], c['std']))
+    rec_note = ("The middle column scores the autoencoder's reconstructions of the training tiles the generated ones were "
+                "conditioned on, against the same reference: where a generator that gave back its training tiles through this "
+                "decoder would land. Generated tiles need not resemble particular tiles and can score better; when this column "
+                "is far from the floor, the autoencoder is what separates every decoded tile from real ones. " if rec else "")
     return '\n'.join([
         f"{q['n_fake']} generated and {q['n_real']} real tiles, in the feature space of {q['feature_space']}. "
         f"The real tiles are split at random into a reference half ({q['n_reference']} tiles) and a held-out half; the generated "
@@ -323,8 +338,9 @@ def distribution_markdown(q: dict) -> str:
         "what fresh real tiles score at this sample size.", "", _md_table(rows), "",
         f"KID is the number to quote at this size (unbiased; ± is the spread over random subsets). FD is biased upwards below "
         f"~500 tiles per side (here {q['n_compared']}), so compare it only with its floor. Precision: share of generated tiles "
-        "inside the real k-NN manifold (fidelity); recall: share of real tiles inside the generated one (coverage).", "",
-        f"Colour, mean ± std per channel (0–255): real {colour(q['colour_real'])}; generated {colour(q['colour_fake'])}."])
+        "inside the real k-NN manifold (fidelity); recall: share of real tiles inside the generated one (coverage). " + rec_note, "",
+        f"Colour, mean ± std per channel (0–255): real {colour(q['colour_real'])}; generated {colour(q['colour_fake'])}"
+        + (f"; reconstructions {colour(rec['colour_fake'])}." if rec else ".")])
 
 def _reconstruction_markdown(rec: dict | None) -> str:
     "The report's line on the VQ-GAN's reconstructions (the sharpness ceiling of every generated tile)."
@@ -333,6 +349,20 @@ def _reconstruction_markdown(rec: dict | None) -> str:
     test = line(rec['test'], 'held-out test') if rec.get('test') else "no held-out test tiles"
     return (f"Reconstruction PSNR: **{test}**; {line(rec['train'], 'training')}. Generated tiles are decoded by this "
             "autoencoder, so they can be no sharper than its reconstructions (~25 dB keeps nuclei and lumina on H&E tiles).")
+
+def _memorisation_markdown(mem: dict, n_fake: int) -> str:
+    "The report's memorisation paragraph: the audit's result, and (runs since the audit uses reconstructions) why it uses them."
+    recon = 'reconstructions' in mem.get('reference', '')
+    what = "training tile, each seen through the autoencoder (its reconstruction, the closest a decoded tile can come to it)," if recon else "training tile"
+    why = (f" The audit compares with reconstructions because a generated tile is decoded by the same autoencoder: audited "
+           f"against the raw training tiles, the reconstructions themselves are flagged as copies in {mem['recon_copy_share']:.0%} "
+           f"of cases and find their own tile nearest in {mem['recon_own_nearest']:.0%}, so at this autoencoder's sharpness a "
+           "raw-tile audit could not see a copy." if recon else "")
+    return (f"For each generated tile, its nearest and second-nearest {what} in the same feature space (distances d1 ≤ d2): "
+            f"**{mem['copy_share']:.0%}** of {n_fake} generated tiles have d1/d2 < {mem['copy_threshold']:.2g} (flagged as "
+            f"near-copies of one training tile); median d1/d2 **{mem['ratio_median']:.2f}** (near 1: no training tile stands out; "
+            f"near 0: copies).{why} Per tile, with names and pixel distances: `nearest_training.csv`. The generated tiles closest "
+            "to a training tile (top), each above " + ("the nearest reconstruction and its real tile:" if recon else "it:"))
 
 def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result: dict, times: dict) -> Path:
     "Write `out/report.md`: setup, validity sweep, distribution + memorisation, paired metrics, per-cluster accuracy, galleries, timings."
@@ -357,11 +387,7 @@ def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result:
              f"The tiles of the paired generation below (one per training tile, under its cluster) against the training tiles.", "",
              distribution_markdown(q), "",
              "## Memorisation", "",
-             f"For each generated tile, its nearest and second-nearest training tile in the same feature space (distances d1 ≤ d2): "
-             f"**{mem['copy_share']:.0%}** of {q['n_fake']} generated tiles have d1/d2 < {mem['copy_threshold']:.2g} (flagged as "
-             f"near-copies of one training tile); median d1/d2 **{mem['ratio_median']:.2f}** (near 1: no training tile stands out; "
-             "near 0: copies). Per tile, with names and pixel distances: `nearest_training.csv`. The generated tiles closest to a "
-             "training tile (top), each above it:", "", "![nearest](nearest_training.png)", "",
+             _memorisation_markdown(mem, q['n_fake']), "", "![nearest](nearest_training.png)", "",
              "## Real vs generated, paired", "",
              f"{m['n']} training tiles, each paired with one tile generated under its cluster (paper protocol). "
              f"LPIPS backbone: {m['lpips_backbone']}. These paired scores compare a generated tile with a real one it was never "

@@ -20,7 +20,7 @@ from .train import StageConfig, Trainer, check_lr_decay, load_checkpoint, resolv
 # %% auto #0
 __all__ = ['VQGANConfig', 'ResBlock', 'SelfAttention', 'MidBlock', 'VectorQuantizer', 'Encoder', 'Decoder', 'VQVAE',
            'PatchDiscriminator', 'vgg16_cache_file', 'lpips_vgg', 'perceptual_loss', 'vgg16_state_dict_from_carrier',
-           'install_offline_lpips_weights', 'vqgan_trainer', 'train_vqgan', 'load_vqgan']
+           'install_offline_lpips_weights', 'random_crops', 'vqgan_trainer', 'train_vqgan', 'load_vqgan']
 
 # %% ../nbs/01_vqgan.ipynb #eebefd8e
 @dataclasses.dataclass
@@ -50,8 +50,13 @@ class VQGANConfig(StageConfig):
     amp: bool = True                    # bf16 autocast on CUDA
     grid_n: int = 8                     # tiles in the per-epoch reconstruction grid
     lr_decay: str | None = None         # 'cosine': the learning rate decays to 0 over the run (None: constant, the paper)
+    crop: int | None = None             # train on random crop×crop windows of the tiles (None: whole tiles, the paper)
 
-    def __post_init__(self): check_lr_decay(self.lr_decay)
+    def __post_init__(self):
+        check_lr_decay(self.lr_decay)
+        factor = 2 ** (len(self.ch) - 1)
+        if self.crop is not None and (self.crop < factor or self.crop % factor):
+            raise ValueError(f"crop: a positive multiple of the autoencoder's down-sampling factor {factor}, or None; got {self.crop}.")
 
     @classmethod
     def tiny(cls, **kw) -> 'VQGANConfig':
@@ -311,11 +316,21 @@ def _lsgan(pred: torch.Tensor, target: float) -> torch.Tensor:
     "LSGAN loss: mean squared distance of the patch scores from `target` (1 real, 0 fake)."
     return F.mse_loss(pred.float(), torch.full(pred.shape, target, device=pred.device))
 
+def random_crops(tr: Trainer, x: torch.Tensor, size: int) -> torch.Tensor:
+    "A random `size`×`size` window of each image of NCHW `x`, drawn per tile of the global batch from the step's generator (the same on any number of ranks, and on resume)."
+    h, w = x.shape[-2:]
+    if size > min(h, w): raise ValueError(f"crop: {size} px is larger than the {h}×{w} tiles; use crop ≤ {min(h, w)} or None.")
+    corner = tr.batch_random(lambda n, g: torch.stack([torch.randint(0, h - size + 1, (n,), generator=g),
+                                                       torch.randint(0, w - size + 1, (n,), generator=g)], 1))
+    return torch.stack([xi[:, top:top + size, left:left + size] for xi, (top, left) in zip(x, corner.tolist())]
+                       ).contiguous(memory_format=torch.channels_last)
+
 def _vqgan_step(cfg: VQGANConfig, lpips_net: lpips.LPIPS | None):
-    "The step function for `Trainer`: generator update, then (from `disc_start`) discriminator update."
+    "The step function for `Trainer`: generator update, then (from `disc_start`) discriminator update; on random crops when `cfg.crop`."
     weights = dict(mse=1., codebook=cfg.codebook_weight, commitment=cfg.beta, lpips=cfg.perceptual_weight, g_adv=cfg.disc_weight)
     def step(tr: Trainer, x: torch.Tensor) -> dict:
         vq, disc = tr.models['vqvae'], tr.models['disc']
+        if cfg.crop: x = random_crops(tr, x, cfg.crop)
         adversarial = tr.step >= cfg.disc_start
         with tr.autocast():
             recon, _, q = vq(x)
