@@ -354,10 +354,11 @@ def _memorisation_markdown(mem: dict, n_fake: int) -> str:
     "The report's memorisation paragraph: the audit's result, and (runs since the audit uses reconstructions) why it uses them."
     recon = 'reconstructions' in mem.get('reference', '')
     what = "training tile, each seen through the autoencoder (its reconstruction, the closest a decoded tile can come to it)," if recon else "training tile"
+    verdict = ("so an audit against the raw tiles would catch copies too" if recon and mem['recon_own_nearest'] >= 0.8 else
+               "so at this autoencoder's sharpness an audit against the raw tiles could not be trusted to see a copy")
     why = (f" The audit compares with reconstructions because a generated tile is decoded by the same autoencoder: audited "
            f"against the raw training tiles, the reconstructions themselves are flagged as copies in {mem['recon_copy_share']:.0%} "
-           f"of cases and find their own tile nearest in {mem['recon_own_nearest']:.0%}, so at this autoencoder's sharpness a "
-           "raw-tile audit could not see a copy." if recon else "")
+           f"of cases and find their own tile nearest in {mem['recon_own_nearest']:.0%}, {verdict}." if recon else "")
     return (f"For each generated tile, its nearest and second-nearest {what} in the same feature space (distances d1 ≤ d2): "
             f"**{mem['copy_share']:.0%}** of {n_fake} generated tiles have d1/d2 < {mem['copy_threshold']:.2g} (flagged as "
             f"near-copies of one training tile); median d1/d2 **{mem['ratio_median']:.2f}** (near 1: no training tile stands out; "
