@@ -16,6 +16,7 @@ U-Net falls short of the memoriser: its clean-latent error at each t next to the
 the figures of each sampler's closest samples above their nearest reconstructions.
 
     python bench/memorise.py [--tiles 16] [--steps 2000] [--width 32] [--prediction v] [--ema 0.999] [--lr_decay cosine] [--out /tmp/memorise]
+    python bench/memorise.py --prediction v --steps 12000 --lr_decay cosine   # passes: copy share 0.81 (about 1.5 h of one core)
 """
 import argparse, time
 from pathlib import Path
