@@ -93,7 +93,7 @@ class RunConfig(StageConfig):
     def cpu(cls, **kw) -> 'RunConfig':
         "What `cldm run` uses without a GPU: about 15 min on 2 cores for the sample, spent where the measurements of `01_vqgan` and `05_finetune` say it pays."
         unet = UNetConfig.tiny(n_clusters=4, null_cluster=True, prediction='v')
-        return cls.tiny(**{**dict(preset='cpu', n_per_cluster=32, gallery_n=8, sweep_tiles=32, sweep_steps=25,
+        return cls.tiny(**{**dict(preset='cpu', n_per_cluster=32, gallery_n=8, sweep_tiles=32, sweep_steps=None,
                                   sampling=SampleConfig(sampler='ddim', steps=25, spacing='trailing', guidance_scale=2., clip_x0='range'),
                                   vqgan=VQGANConfig.tiny(ch=(16, 32, 32), mid=(32, 32), crop=64, epochs=88, lr=1e-3, disc_start=10**6),
                                   ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3, unet=unet, p_uncond=0.1),
