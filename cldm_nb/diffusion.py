@@ -26,11 +26,11 @@ from .train import StageConfig, Trainer, barrier, check_lr_decay, init_distribut
 from .vqgan import VQVAE
 
 # %% auto #0
-__all__ = ['PREDICTIONS', 'StepFn', 'SAMPLERS', 'LinearSchedule', 'UNetConfig', 'timestep_embedding', 'ResBlock',
-           'SelfAttention2d', 'Level', 'MidBlock', 'CondUNet', 'PhaseConfig', 'LDMConfig', 'encode_latents',
-           'latents_on_disk', 'phase_step', 'model_spec', 'phase_trainer', 'train_phase', 'build_models',
-           'unit_variance_scale', 'train_ldm', 'latent_range', 'load_ldm', 'denoise', 'sample', 'ExactDenoiser',
-           'SampleConfig']
+__all__ = ['PREDICTIONS', 'T_SAMPLINGS', 'StepFn', 'SAMPLERS', 'LinearSchedule', 'UNetConfig', 'timestep_embedding', 'ResBlock',
+           'SelfAttention2d', 'Level', 'MidBlock', 'CondUNet', 'draw_timesteps', 'PhaseConfig', 'LDMConfig',
+           'encode_latents', 'latents_on_disk', 'phase_step', 'model_spec', 'phase_trainer', 'train_phase',
+           'build_models', 'unit_variance_scale', 'train_ldm', 'latent_range', 'load_ldm', 'denoise', 'sample',
+           'ExactDenoiser', 'SampleConfig']
 
 # %% ../nbs/04_diffusion.ipynb #74946f76
 def _gather(coef: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -250,6 +250,7 @@ class CondUNet(nn.Module):
         self.conv_out = nn.Conv2d(cfg.out_conv_channels, cfg.in_channels, 3, padding=1)
         self.register_buffer('latent_scale', torch.tensor(1.))   # diffusion space = VQ latents × this (set by `train_ldm`)
         self.register_buffer('x0_range', torch.tensor([-math.inf, math.inf]).repeat(cfg.in_channels, 1))  # per channel (set by `train_ldm`)
+        self.schedule = LinearSchedule()   # the noise schedule it is trained and sampled with (set by `phase_trainer`, saved in its state)
         if channels_last: self.to(memory_format=torch.channels_last)
 
     @classmethod
@@ -257,7 +258,8 @@ class CondUNet(nn.Module):
         "A small U-Net for CPU tests (`UNetConfig.tiny`)."
         return cls(UNetConfig.tiny(n_clusters=n_clusters), **kw)
 
-    def get_extra_state(self) -> dict: return {'config': self.cfg.to_dict()}
+    def get_extra_state(self) -> dict:
+        return {'config': self.cfg.to_dict(), 'schedule': [self.schedule.T, self.schedule.beta_start, self.schedule.beta_end]}
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args):
         state_dict.setdefault(prefix + 'x0_range', self.x0_range)      # checkpoints from before x0 clipping: no range
@@ -275,6 +277,7 @@ class CondUNet(nn.Module):
             diff = [f"{k}: {saved.get(k)!r} (checkpoint) vs {v!r}" for k, v in self.cfg.to_dict().items() if saved.get(k) != v]
             raise ValueError(f"CondUNet: the weights belong to a different architecture ({'; '.join(diff)}); "
                              "build the model with UNetConfig.from_dict(state['_extra_state']['config']) or use load_ldm.")
+        self.schedule = LinearSchedule(*state.get('schedule', ()))      # checkpoints from before it was kept: the paper's
 
     def _check(self, z: torch.Tensor, cond: torch.Tensor) -> None:
         f = 2 ** sum(self.cfg.down_sample)
@@ -305,6 +308,13 @@ class CondUNet(nn.Module):
 # %% ../nbs/04_diffusion.ipynb #47f4360b
 _OPTIMIZERS = {'adadelta': torch.optim.Adadelta, 'adam': torch.optim.Adam}
 
+T_SAMPLINGS = (None, 'logit_normal')
+
+def draw_timesteps(n: int, T: int, how: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    "`n` training time steps in 0…T−1: uniform (None, the paper), or 'logit_normal': t = ⌊T·sigmoid(u)⌋, u ~ N(0, 1) (Esser et al. 2024), most often mid-chain."
+    if how is None: return torch.randint(0, T, (n,), generator=generator)
+    return (torch.sigmoid(torch.randn(n, generator=generator, dtype=torch.float64)) * T).long().clamp(max=T - 1)
+
 @dataclasses.dataclass
 class PhaseConfig(StageConfig):
     "Settings of a training phase of the diffusion model + cluster head (defaults: the paper's joint stage)."
@@ -326,6 +336,7 @@ class PhaseConfig(StageConfig):
     p_uncond: float = 0.             # share of training steps whose condition is dropped to 'no cluster' (needs unet.null_cluster)
     min_snr_gamma: float | None = None   # Min-SNR-γ loss weighting (Hang et al. 2023; None: plain MSE, the paper)
     lr_decay: str | None = None      # 'cosine': the learning rate decays to 0 over the phase (None: constant, the paper)
+    t_sampling: str | None = None    # training time steps: None, uniform (the paper); 'logit_normal' favours mid-chain (draw_timesteps)
 
     def __post_init__(self):
         if self.optimizer not in _OPTIMIZERS: raise ValueError(f"optimizer: one of {sorted(_OPTIMIZERS)}, got {self.optimizer!r}.")
@@ -334,6 +345,7 @@ class PhaseConfig(StageConfig):
         if self.ema_decay is not None and not 0 < self.ema_decay < 1: raise ValueError(f"ema_decay: must lie in (0, 1) or be None, got {self.ema_decay}.")
         if not 0 <= self.p_uncond < 1: raise ValueError(f"p_uncond: a share in [0, 1), got {self.p_uncond}.")
         check_lr_decay(self.lr_decay)
+        if self.t_sampling not in T_SAMPLINGS: raise ValueError(f"t_sampling: one of {T_SAMPLINGS}, got {self.t_sampling!r}.")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0: raise ValueError(f"min_snr_gamma: must be positive or None, got {self.min_snr_gamma}.")
 
     @property
@@ -417,7 +429,7 @@ def phase_step(cfg: PhaseConfig, vqgan: VQVAE, fill: tuple[float, float, float],
     schedule = cfg.schedule()
     def step(tr: Trainer, batch: tuple) -> dict:
         unet, head = tr.models['unet'], tr.models['head']
-        t = torch.randint(0, schedule.T, (len(batch[0]),), generator=tr.gen).to(tr.device)
+        t = draw_timesteps(len(batch[0]), schedule.T, cfg.t_sampling, tr.gen).to(tr.device)
         x_aug = random_affine(_as_float(batch[-1]), fill, generator=tr.gen) if cfg.imsat else None
         with torch.no_grad():                        # fp32 encodes, like the cached latents
             z0 = batch[0] if cached else vqgan.encode(_as_float(batch[0]))[0]
@@ -478,6 +490,7 @@ def phase_trainer(name: str, unet: CondUNet, head: ClusterHead, tiles: np.ndarra
     vqgan.eval().to(device)
     if cfg.p_uncond and unet.null_id is None:
         raise ValueError("p_uncond: this U-Net has no 'no cluster' token; build it with UNetConfig(null_cluster=True).")
+    unet.schedule = cfg.schedule()                  # before the EMA copy is made: sampling uses what training used
     unet.requires_grad_(True); head.requires_grad_(cfg.train_head)
     params = list(unet.parameters()) + (list(head.parameters()) if cfg.train_head else [])
     opt = _OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr)
@@ -584,7 +597,7 @@ def denoise(unet: CondUNet, z: torch.Tensor, cluster_ids: torch.Tensor, timestep
     "Run the reverse chain over `timesteps` (descending) from `z`: predict with `unet` (guided, x0-clipped if asked), update with `step`."
     ctx = torch.autocast('cuda', dtype=torch.bfloat16) if amp and z.device.type == 'cuda' else nullcontext()
     prediction = getattr(getattr(unet, 'cfg', None), 'prediction', 'eps')
-    schedule = schedule or LinearSchedule()
+    schedule = schedule or getattr(unet, 'schedule', None) or LinearSchedule()
     bounds = _clip_bounds(unet, clip_x0, z)
     for i, t in enumerate(timesteps):
         with ctx: out = _predict(unet, z, t, cluster_ids, guidance_scale)
@@ -609,7 +622,7 @@ def sample(unet: CondUNet, vqgan: VQVAE, cluster_ids, steps: int | None = None, 
         raise ValueError(f"guidance_scale={guidance_scale}: guidance needs a U-Net trained with a 'no cluster' token "
                          "(UNetConfig(null_cluster=True), PhaseConfig(p_uncond > 0)); use guidance_scale=1.")
     cluster_ids = torch.as_tensor(cluster_ids).long().flatten().cpu()
-    schedule = schedule or LinearSchedule()
+    schedule = schedule or getattr(unet, 'schedule', None) or LinearSchedule()
     device, ts = unet.latent_scale.device, schedule.timesteps(steps, spacing)
     step = schedule.step if sampler == 'ddpm' else partial(schedule.ddim_step, eta=eta)
     was_training = unet.training

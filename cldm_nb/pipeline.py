@@ -18,7 +18,7 @@ from .data import check_manifest, load_tiles, read_manifest, sample_data, split_
 from .train import StageConfig, barrier, broadcast_object, init_distributed, is_main, resolve_device, run_lock, shard_map
 from .vqgan import VQGANConfig, train_vqgan, lpips_vgg, vgg16_cache_file
 from .imsat import assign_clusters, cluster_features, cluster_probs
-from .validity import validity_table, best_k, plot_validity, INDICES
+from .validity import validity_table, best_k, voting_rows, plot_validity, INDICES
 from .diffusion import LDMConfig, UNetConfig, SampleConfig, train_ldm, encode_latents, load_ldm, sample
 from .finetune import Finetune1Config, Finetune2Config, finetune1, finetune2
 from .eval import (generate_for, evaluate_pairs, cluster_accuracy, plot_cluster_accuracy, cluster_gallery,
@@ -230,17 +230,23 @@ def k_sweep(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: P
     for k in sorted(set(labels) - set(scored)):
         warnings.warn(f"K={k}: the cluster head put every tile in one cluster; its validity indices are left empty (NaN).")
     table = (validity_table(cfeatures, scored) if scored else pd.DataFrame(columns=list(INDICES))).reindex(cfg.ks).rename_axis('K')
+    table['clusters_used'] = [len(np.unique(labels[k])) for k in table.index]
     if quality: table = table.join(pd.DataFrame.from_dict(quality, orient='index'))
     with atomic_path(out/'validity.csv') as f: table.to_csv(f)
     if scored: plot_validity(table, out/'validity.png')
     return table, labels
 
 def choose_k(table: pd.DataFrame) -> int:
-    "K by the indices' vote; when no K gave two or more clusters, the smallest K, with a warning."
-    if table[list(INDICES)].notna().any(axis=None): return best_k(table)
-    warnings.warn(f"no K in {list(table.index)} gave two or more clusters; continuing with K={table.index[0]}. "
-                  "Train longer (more epochs) for a meaningful clustering.")
-    return int(table.index[0])
+    "K by the indices' vote (`best_k`: only the Ks whose head uses all K clusters vote, when any does), naming the others in a warning; when no K gave two or more clusters, the smallest K, with a warning."
+    scored = table[table[list(INDICES)].notna().any(axis=1)]
+    if scored.empty:
+        warnings.warn(f"no K in {list(table.index)} gave two or more clusters; continuing with K={table.index[0]}. "
+                      "Train longer (more epochs) for a meaningful clustering.")
+        return int(table.index[0])
+    if short := [f"K={k} uses {n}" for k, n in scored.get('clusters_used', pd.Series(dtype=int)).items() if n != k]:
+        warnings.warn(f"{', '.join(short)} of its clusters: " + ("left out of the vote (a K that leaves a cluster empty is a smaller K)."
+                      if len(voting_rows(scored)) < len(scored) else "no K uses all its clusters, so every K votes; train the joint stage longer or lower --k."))
+    return best_k(scored)
 
 # %% ../nbs/07_pipeline.ipynb #31758047
 def write_clusters(out: Path, tiles: np.ndarray, train_idx: np.ndarray, train_latents: torch.Tensor, vq, head, device) -> pd.DataFrame:
@@ -300,6 +306,7 @@ def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg
         if main: write_json(out/'metrics.json', metrics)
     with stages('per-cluster accuracy'):
         acc = cluster_accuracy(unet, head, vq, cfg.n_per_cluster, steps=cfg.sampling, seed=cfg.seed, device=device, progress=main)
+        acc.insert(1, 'training_tiles', np.bincount(labels, minlength=head.n_clusters))    # 0: a cluster the head leaves empty
         if main:
             with atomic_path(out/'cluster_accuracy.csv') as f: acc.to_csv(f, index=False)
             plot_cluster_accuracy(acc, path=out/'cluster_accuracy.png')
@@ -377,6 +384,15 @@ def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result:
              f"K = {table['kid'].idxmin()}, highest accuracy at K = {table['accuracy'].idxmax()}, the indices vote for K = {k}. "
              "(C-EDM, WACV 2025, found no link between the validity-chosen K and generation quality on natural images.)"
              if 'kid' in table else "")
+    scored = table[table[list(INDICES)].notna().any(axis=1)]
+    if len(left_out := scored.drop(voting_rows(scored).index)):
+        sweep += (f" Not in the vote: {', '.join(f'K = {i} (its head uses {n} clusters)' for i, n in left_out['clusters_used'].items())}; "
+                  "a K whose head leaves a cluster empty is a smaller K (`03_validity`).")
+    empty = acc.loc[acc['training_tiles'] == 0, 'cluster'].tolist() if 'training_tiles' in acc else []
+    accuracy_note = (f" The fine-tuned head assigns no training tile to cluster{'s' if len(empty) > 1 else ''} "
+                     f"{', '.join(map(str, empty))}: nothing was learned under {'those ids' if len(empty) > 1 else 'that id'}, so "
+                     f"{'their rows measure' if len(empty) > 1 else 'its row measures'} nothing; the mean over the clusters with training "
+                     f"tiles is {acc.loc[acc['training_tiles'] > 0, 'accuracy'].mean():.0%}." if empty else "")
     metric_rows = pd.DataFrame({'mean': [m[x] for x in ('ssim', 'msssim', 'lpips')],
                                 'std': [m[f'{x}_std'] for x in ('ssim', 'msssim', 'lpips')]},
                                index=pd.Index(['SSIM (win 3)', 'MS-SSIM (win 7)', 'LPIPS (VGG)'], name='metric'))
@@ -397,7 +413,8 @@ def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result:
              "meant to reproduce; the distribution block above is the measure of generation quality.", "", _md_table(metric_rows), "",
              "Paper (K = 14, 10,000 tiles, on ~231 px JPEG renderings, so not strictly comparable): SSIM 0.7988, MS-SSIM 0.2196, LPIPS 0.4923.", "",
              "## Per-cluster accuracy", "",
-             f"{cfg.n_per_cluster} tiles generated per cluster, encoded and assigned back by the cluster head.", "",
+             f"{cfg.n_per_cluster} tiles generated per cluster, encoded and assigned back by the cluster head "
+             f"(`training_tiles`: the training tiles the head puts in the cluster).{accuracy_note}", "",
              _md_table(acc.set_index(acc.columns[0])), "", "![accuracy](cluster_accuracy.png)", "",
              "## Galleries", "", "Real members of each cluster:", "", "![real](gallery_real.png)", "",
              "Generated for each cluster:", "", "![generated](gallery_generated.png)", "",

@@ -21,7 +21,7 @@ from .data import save_figure
 
 # %% auto #0
 __all__ = ['INDICES', 'HIGHER_IS_BETTER', 'INDEX_NAMES', 'calinski_harabasz', 'hartigan', 'PairStats', 'pair_stats', 'c_index',
-           'dunn', 'mcclain_rao', 'validity_indices', 'brute_force_indices', 'validity_table', 'best_k',
+           'dunn', 'mcclain_rao', 'validity_indices', 'brute_force_indices', 'validity_table', 'voting_rows', 'best_k',
            'plot_validity']
 
 # %% ../nbs/03_validity.ipynb #58b063b4
@@ -339,10 +339,16 @@ def validity_table(data, labellings: Mapping | None = None, **kw) -> pd.DataFram
     table.attrs['n_clusters'] = used
     return table
 
+def voting_rows(table: pd.DataFrame) -> pd.DataFrame:
+    "The rows that vote: with a `clusters_used` column, the Ks whose labelling uses all K clusters (every row when none does)."
+    if 'clusters_used' not in table: return table
+    full = table[table['clusters_used'] == table.index]
+    return full if len(full) else table
+
 def best_k(table: pd.DataFrame, return_votes: bool = False):
-    "K chosen by vote of the five indices (ties: see above); with `return_votes`, also `{index: K it voted for}`."
+    "K chosen by vote of the five indices among `voting_rows` (ties: see above); with `return_votes`, also `{index: K it voted for}`."
     if missing := [c for c in INDICES if c not in table.columns]: raise ValueError(f"table: missing columns {missing}; make it with validity_table.")
-    votes = {}
+    table, votes = voting_rows(table), {}
     for c in INDICES:
         s = table[c].dropna()
         if len(s): votes[c] = int(s.index[s == (s.max() if HIGHER_IS_BETTER[c] else s.min())].min())
@@ -360,11 +366,14 @@ def plot_validity(table: pd.DataFrame, path: str | Path | None = None):
     fig, axs = plt.subplots(1, len(INDICES), figsize=(3.2 * len(INDICES), 3), sharex=True)
     for ax, c in zip(axs, INDICES):
         ax.plot(table.index, table[c], 'o-', ms=4, color='C0')
+        if len(out := table.drop(voting_rows(table).index)): ax.plot(out.index, out[c], 'x', ms=9, mew=2, color='0.5')
         if c in votes: ax.plot(votes[c], table.loc[votes[c], c], 'o', ms=11, mfc='none', mew=2, color='C3')
         ax.axvline(k, ls='--', lw=1, color='C3')
         ax.set_title(f"{INDEX_NAMES[c]} ({'higher' if HIGHER_IS_BETTER[c] else 'lower'} is better)", fontsize=9)
         ax.set_xticks(table.index); ax.set_xlabel('K')
-    fig.suptitle(f"chosen K = {k}: {sum(v == k for v in votes.values())} of {len(votes)} votes", fontsize=11)
+    left_out = [f"K = {k_} ({n} used)" for k_, n in table.get('clusters_used', pd.Series(dtype=int)).items() if k_ not in voting_rows(table).index]
+    fig.suptitle(f"chosen K = {k}: {sum(v == k for v in votes.values())} of {len(votes)} votes"
+                 + (f"; not voting (×), clusters left empty: {', '.join(left_out)}" if left_out else ''), fontsize=11)
     fig.tight_layout()
     if path is not None: save_figure(fig, path)
     return fig
