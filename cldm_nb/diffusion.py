@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .data import atomic_path, dataset_mean, load_tiles, random_affine, to_uint8
 from .imsat import ClusterHead, assign_clusters, cluster_sizes, imsat_loss
 from .train import StageConfig, Trainer, barrier, check_lr_decay, init_distributed, is_main, load_checkpoint, resolve_device, seeded
-from .vqgan import VQVAE
+from .vqgan import VQVAE, random_crops
 
 # %% auto #0
 __all__ = ['PREDICTIONS', 'T_SAMPLINGS', 'StepFn', 'SAMPLERS', 'LinearSchedule', 'UNetConfig', 'timestep_embedding', 'ResBlock',
@@ -337,6 +337,7 @@ class PhaseConfig(StageConfig):
     min_snr_gamma: float | None = None   # Min-SNR-γ loss weighting (Hang et al. 2023; None: plain MSE, the paper)
     lr_decay: str | None = None      # 'cosine': the learning rate decays to 0 over the phase (None: constant, the paper)
     t_sampling: str | None = None    # training time steps: None, uniform (the paper); 'logit_normal' favours mid-chain (draw_timesteps)
+    crop: int | None = None          # the U-Net trains on random crop×crop windows of the latents (None: whole latents, the paper)
 
     def __post_init__(self):
         if self.optimizer not in _OPTIMIZERS: raise ValueError(f"optimizer: one of {sorted(_OPTIMIZERS)}, got {self.optimizer!r}.")
@@ -345,6 +346,7 @@ class PhaseConfig(StageConfig):
         if self.ema_decay is not None and not 0 < self.ema_decay < 1: raise ValueError(f"ema_decay: must lie in (0, 1) or be None, got {self.ema_decay}.")
         if not 0 <= self.p_uncond < 1: raise ValueError(f"p_uncond: a share in [0, 1), got {self.p_uncond}.")
         check_lr_decay(self.lr_decay)
+        if self.crop is not None and self.crop < 1: raise ValueError(f"crop: a window size in latent positions, or None; got {self.crop}.")
         if self.t_sampling not in T_SAMPLINGS: raise ValueError(f"t_sampling: one of {T_SAMPLINGS}, got {self.t_sampling!r}.")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0: raise ValueError(f"min_snr_gamma: must be positive or None, got {self.min_snr_gamma}.")
 
@@ -434,12 +436,13 @@ def phase_step(cfg: PhaseConfig, vqgan: VQVAE, fill: tuple[float, float, float],
         with torch.no_grad():                        # fp32 encodes, like the cached latents
             z0 = batch[0] if cached else vqgan.encode(_as_float(batch[0]))[0]
             z_aug = vqgan.encode(x_aug)[0] if cfg.imsat else None
-        noise = torch.randn(z0.shape, generator=tr.gen).to(tr.device)
+        z_in = random_crops(tr, z0, cfg.crop) if cfg.crop else z0     # the head still sees whole latents
+        noise = torch.randn(z_in.shape, generator=tr.gen).to(tr.device)
         drop = (torch.rand(len(z0), generator=tr.gen) < cfg.p_uncond).to(tr.device) if cfg.p_uncond else None
         with tr.autocast():
             with torch.set_grad_enabled(cfg.train_head): logits = head(z0)
             cond = logits.argmax(1) if drop is None else torch.where(drop, unet.null_id, logits.argmax(1))
-            z0s = z0 * unet.latent_scale
+            z0s = z_in * unet.latent_scale
             out = unet(schedule.add_noise(z0s, noise, t), t, cond)
             loss, mse = _denoising_loss(cfg, schedule, out, z0s, noise, t, unet.cfg.prediction)
             parts = dict(mse=mse)
