@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from cldm_nb.data import load_tiles, read_manifest, save_figure
-from cldm_nb.diffusion import LinearSchedule, denoise, encode_latents, load_ldm
+from cldm_nb.diffusion import denoise, encode_latents, load_ldm
 from cldm_nb.eval import reconstruct
 from cldm_nb.imsat import assign_clusters
 from cldm_nb.pipeline import read_run_config
@@ -27,7 +27,7 @@ from cldm_nb.vqgan import load_vqgan
 @torch.no_grad()
 def partial_chain(unet, vq, latents: torch.Tensor, ids: torch.Tensor, t0: int, cfg, seed: int = 0) -> np.ndarray:
     "Noise `latents` to step t0 (of the run's sampler's steps, the largest ≤ t0) and run the sampler's remaining steps; uint8 tiles."
-    s, g = LinearSchedule(), torch.Generator().manual_seed(seed)
+    s, g = unet.schedule, torch.Generator().manual_seed(seed)
     ts = [t for t in s.timesteps(cfg.steps, cfg.spacing) if t <= t0]
     z0 = latents * unet.latent_scale
     zt = s.add_noise(z0, torch.randn(z0.shape, generator=g), torch.full((len(z0),), ts[0]))
@@ -59,7 +59,7 @@ def main(run: Path, n: int, t0s: list[int], out: Path, guidance: float | None = 
     latents, recon = encode_latents(vq, real), reconstruct(vq, real)
     ids = torch.as_tensor(assign_clusters(head, latents))
     rows, labels = [real, recon], ['real', 'reconstructed']
-    ab = LinearSchedule().alpha_bars
+    ab = unet.schedule.alpha_bars
     print(f"sampler: {cfg.sampling.describe()}; {n} training tiles, clusters {ids.tolist()}")
     print(f"{'t0':>5}{'sqrt(abar)':>12}{'RMS vs reconstruction':>24}")
     for t0 in t0s:

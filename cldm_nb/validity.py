@@ -363,17 +363,18 @@ def plot_validity(table: pd.DataFrame, path: str | Path | None = None):
     "The five index curves over K with each index's best K circled and the chosen K dashed; saved as PNG when `path` is given."
     import matplotlib.pyplot as plt
     k, votes = best_k(table, return_votes=True)
+    out = table.drop(voting_rows(table).index)                      # Ks that leave clusters empty: crossed out
     fig, axs = plt.subplots(1, len(INDICES), figsize=(3.2 * len(INDICES), 3), sharex=True)
     for ax, c in zip(axs, INDICES):
         ax.plot(table.index, table[c], 'o-', ms=4, color='C0')
-        if len(out := table.drop(voting_rows(table).index)): ax.plot(out.index, out[c], 'x', ms=9, mew=2, color='0.5')
+        if len(out): ax.plot(out.index, out[c], 'x', ms=9, mew=2, color='0.5')
         if c in votes: ax.plot(votes[c], table.loc[votes[c], c], 'o', ms=11, mfc='none', mew=2, color='C3')
         ax.axvline(k, ls='--', lw=1, color='C3')
         ax.set_title(f"{INDEX_NAMES[c]} ({'higher' if HIGHER_IS_BETTER[c] else 'lower'} is better)", fontsize=9)
         ax.set_xticks(table.index); ax.set_xlabel('K')
-    left_out = [f"K = {k_} ({n} used)" for k_, n in table.get('clusters_used', pd.Series(dtype=int)).items() if k_ not in voting_rows(table).index]
     fig.suptitle(f"chosen K = {k}: {sum(v == k for v in votes.values())} of {len(votes)} votes"
-                 + (f"; not voting (×), clusters left empty: {', '.join(left_out)}" if left_out else ''), fontsize=11)
+                 + (f"; not voting (×), clusters left empty: {', '.join(f'K = {i} ({n} used)' for i, n in out['clusters_used'].items())}"
+                    if len(out) else ''), fontsize=11)
     fig.tight_layout()
     if path is not None: save_figure(fig, path)
     return fig
