@@ -63,8 +63,8 @@ def main(n_tiles: int, steps: int, width: int, prediction: str, ema: float | Non
     recon = reconstruct(vq, tiles)
     latents = encode_latents(vq, tiles)
     ids = torch.as_tensor(assign_clusters(head, latents))             # each tile's condition, from the frozen head
-    scale = float(unet.latent_scale)
-    exact = ExactDenoiser(latents * scale, ids, latent_scale=scale)
+    exact = ExactDenoiser(unet.to_diffusion(latents), ids)
+    exact.load_state_dict({k: getattr(unet, k) for k in ('latent_scale', 'latent_mean', 'latent_whiten')}, strict=False)
     print(f"trained in {time.time() - t0:.0f} s ({steps} U-Net steps, width {width}, {prediction}-prediction, EMA {ema}, lr decay {lr_decay}, on {n_tiles} tiles)")
     print(f"{'sampler':40s} {'copy_share':>10s} {'d1/d2 median':>12s} {'latent std at t = 900, 500, 100, end':>40s}")
     copies = {}
@@ -78,7 +78,7 @@ def main(n_tiles: int, steps: int, width: int, prediction: str, ema: float | Non
               f"{', '.join(f'{stds[t]:.2f}' for t in (900, 500, 100)) + f', {trace[-1][1]:.2f}':>40s}")
         copies[name] = audit['copy_share']
     print(f"\n{'t':>5s} {'x0 MSE, U-Net':>14s} {'x0 MSE, exact':>14s}   (diffusion space; the latents' variance is 1)")
-    for t, e_unet, e_exact in x0_errors(unet, exact, latents * scale, ids): print(f"{t:5d} {e_unet:14.4f} {e_exact:14.4f}")
+    for t, e_unet, e_exact in x0_errors(unet, exact, unet.to_diffusion(latents), ids): print(f"{t:5d} {e_unet:14.4f} {e_exact:14.4f}")
     if copies['exact denoiser'] < 0.8:
         print("FAIL: even the exact denoiser does not give copies; the sampler, scaling, decoding or audit is wrong")
         return False

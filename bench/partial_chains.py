@@ -29,10 +29,11 @@ def partial_chain(unet, vq, latents: torch.Tensor, ids: torch.Tensor, t0: int, c
     "Noise `latents` to step t0 (of the run's sampler's steps, the largest ≤ t0) and run the sampler's remaining steps; uint8 tiles."
     s, g = unet.schedule, torch.Generator().manual_seed(seed)
     ts = [t for t in s.timesteps(cfg.steps, cfg.spacing) if t <= t0]
-    z0 = latents * unet.latent_scale
+    z0 = unet.to_diffusion(latents)
     zt = s.add_noise(z0, torch.randn(z0.shape, generator=g), torch.full((len(z0),), ts[0]))
     step = s.step if cfg.sampler == 'ddpm' else partial(s.ddim_step, eta=cfg.eta)
-    z = denoise(unet, zt, ids, ts, step, g, schedule=s, guidance_scale=cfg.guidance_scale, clip_x0=cfg.clip_x0) / unet.latent_scale
+    z = denoise(unet, zt, ids, ts, step, g, schedule=s, guidance_scale=cfg.guidance_scale, clip_x0=cfg.clip_x0)
+    z = unet.from_diffusion(z)
     return (vq.decode(z).float().clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
 
 

@@ -26,11 +26,11 @@ from .train import StageConfig, Trainer, barrier, check_lr_decay, init_distribut
 from .vqgan import VQVAE, random_crops
 
 # %% auto #0
-__all__ = ['PREDICTIONS', 'T_SAMPLINGS', 'StepFn', 'SAMPLERS', 'LinearSchedule', 'UNetConfig', 'timestep_embedding', 'ResBlock',
-           'SelfAttention2d', 'Level', 'MidBlock', 'CondUNet', 'draw_timesteps', 'PhaseConfig', 'LDMConfig',
-           'encode_latents', 'latents_on_disk', 'phase_step', 'model_spec', 'phase_trainer', 'train_phase',
-           'build_models', 'unit_variance_scale', 'train_ldm', 'latent_range', 'load_ldm', 'denoise', 'sample',
-           'ExactDenoiser', 'SampleConfig']
+__all__ = ['PREDICTIONS', 'T_SAMPLINGS', 'LATENT_NORMS', 'StepFn', 'SAMPLERS', 'LinearSchedule', 'UNetConfig',
+           'timestep_embedding', 'ResBlock', 'SelfAttention2d', 'Level', 'MidBlock', 'DiffusionSpace', 'CondUNet',
+           'draw_timesteps', 'PhaseConfig', 'LDMConfig', 'encode_latents', 'latents_on_disk', 'phase_step',
+           'model_spec', 'phase_trainer', 'train_phase', 'build_models', 'unit_variance_scale', 'latent_whitening',
+           'train_ldm', 'latent_range', 'load_ldm', 'denoise', 'sample', 'ExactDenoiser', 'SampleConfig']
 
 # %% ../nbs/04_diffusion.ipynb #74946f76
 def _gather(coef: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -139,6 +139,7 @@ class UNetConfig(StageConfig):
     n_clusters: int = 14                     # K: size of the cluster embedding
     null_cluster: bool = False               # one more embedding row, id K = 'no cluster' (classifier-free guidance)
     prediction: str = 'eps'                  # what the network outputs: 'eps' (the paper), 'x0' or 'v' (see `LinearSchedule`)
+    patch_size: int = 1                      # p > 1: conv_in reads p×p patches (stride p), conv_out's p²·C channels are pixel-shuffled back
 
     def __post_init__(self):
         n = len(self.channels) - 1
@@ -152,6 +153,7 @@ class UNetConfig(StageConfig):
             if c % self.norm_groups: raise ValueError(f"norm_groups: {self.norm_groups} groups do not divide {c} channels.")
             if c % self.n_heads: raise ValueError(f"n_heads: {self.n_heads} heads do not divide {c} channels.")
         if self.n_clusters < 1: raise ValueError(f"n_clusters: need at least 1, got {self.n_clusters}.")
+        if self.patch_size < 1: raise ValueError(f"patch_size: need at least 1, got {self.patch_size}.")
         if self.prediction not in PREDICTIONS: raise ValueError(f"prediction: one of {PREDICTIONS}, got {self.prediction!r}.")
 
 
@@ -226,15 +228,40 @@ class MidBlock(nn.Module):
         for attn, res in zip(self.attn, self.res[1:]): x = res(attn(x), emb_act)
         return x
 
+# %% ../nbs/04_diffusion.ipynb #4f453a6e
+class DiffusionSpace(nn.Module):
+    "Buffers that map VQ latents `z` to the space the chain runs in, x = latent_scale · W(z − mean) at every position, and back."
+    def __init__(self, channels: int, latent_scale: float = 1.):
+        super().__init__()
+        self.register_buffer('latent_scale', torch.tensor(float(latent_scale)))   # set by `train_ldm`, like the two below
+        self.register_buffer('latent_mean', torch.zeros(channels, dtype=torch.float64))   # stays 0 … (float64: whitening
+        self.register_buffer('latent_whiten', torch.eye(channels, dtype=torch.float64))   # … and I     can be ill-conditioned)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args):
+        for name in ('latent_mean', 'latent_whiten'): state_dict.setdefault(prefix + name, getattr(self, name))   # older checkpoints
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def to_diffusion(self, z: torch.Tensor) -> torch.Tensor:
+        "VQ latents `(N, C, H, W)` → diffusion space (float64 arithmetic, `z`'s dtype)."
+        x = torch.einsum('dc,nchw->ndhw', self.latent_whiten.double(), z.double() - self.latent_mean.double().view(1, -1, 1, 1))
+        return (x * self.latent_scale.double()).to(z.dtype)
+
+    def from_diffusion(self, x: torch.Tensor) -> torch.Tensor:
+        "Diffusion space → VQ latents: the inverse of `to_diffusion`."
+        z = torch.einsum('cd,ndhw->nchw', torch.linalg.inv(self.latent_whiten.double()), x.double() / self.latent_scale.double())
+        return (z + self.latent_mean.double().view(1, -1, 1, 1)).to(x.dtype)
+
 # %% ../nbs/04_diffusion.ipynb #42b424d6
-class CondUNet(nn.Module):
+class CondUNet(DiffusionSpace):
     "The cluster-conditioned noise-prediction U-Net (see `UNetConfig`); `attention`/`channels_last` only change speed."
     def __init__(self, cfg: UNetConfig | None = None, attention: str = 'sdpa', channels_last: bool = True):
-        super().__init__()
-        self.cfg = cfg = cfg or UNetConfig()
+        cfg = cfg or UNetConfig()
+        super().__init__(cfg.in_channels)
+        self.cfg = cfg
         self.channels_last = channels_last
         ch, d, n = cfg.channels, cfg.t_emb_dim, len(cfg.channels) - 1
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+        p = cfg.patch_size
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1) if p == 1 else nn.Conv2d(cfg.in_channels, ch[0], p, p)
         self.t_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.cluster_emb = nn.Embedding(cfg.n_clusters + cfg.null_cluster, d)
         self.down = nn.ModuleList([Level(ch[i], ch[i + 1], cfg.n_layers, cfg.attn_down[i], cfg, attention) for i in range(n)])
@@ -247,9 +274,8 @@ class CondUNet(nn.Module):
         self.up = nn.ModuleList([Level(2 * ch[i], ch[i - 1] if i else cfg.out_conv_channels, cfg.n_layers, cfg.attn_up[j], cfg, attention)
                                  for j, i in enumerate(levels)])
         self.norm_out = nn.GroupNorm(cfg.norm_groups, cfg.out_conv_channels)
-        self.conv_out = nn.Conv2d(cfg.out_conv_channels, cfg.in_channels, 3, padding=1)
-        self.register_buffer('latent_scale', torch.tensor(1.))   # diffusion space = VQ latents × this (set by `train_ldm`)
-        self.register_buffer('x0_range', torch.tensor([-math.inf, math.inf]).repeat(cfg.in_channels, 1))  # per channel (set by `train_ldm`)
+        self.conv_out = nn.Conv2d(cfg.out_conv_channels, cfg.in_channels * p * p, 3, padding=1)
+        self.register_buffer('x0_range', torch.tensor([-math.inf, math.inf]).repeat(cfg.in_channels, 1))  # per channel of diffusion space (set by `train_ldm`)
         self.schedule = LinearSchedule()   # the noise schedule it is trained and sampled with (set by `phase_trainer`, saved in its state)
         if channels_last: self.to(memory_format=torch.channels_last)
 
@@ -280,7 +306,7 @@ class CondUNet(nn.Module):
         self.schedule = LinearSchedule(*state.get('schedule', ()))      # checkpoints from before it was kept: the paper's
 
     def _check(self, z: torch.Tensor, cond: torch.Tensor) -> None:
-        f = 2 ** sum(self.cfg.down_sample)
+        f = self.cfg.patch_size * 2 ** sum(self.cfg.down_sample)
         if z.ndim != 4 or z.shape[1] != self.cfg.in_channels or z.shape[-1] % f or z.shape[-2] % f:
             raise ValueError(f"z_t: expected (N, {self.cfg.in_channels}, H, W) with H, W multiples of {f}, got {tuple(z.shape)}.")
         if cond.shape != z.shape[:1] or cond.dtype != torch.long:
@@ -303,12 +329,13 @@ class CondUNet(nn.Module):
             x = down(level(x, emb_act))
         for block in self.mid: x = block(x, emb_act)
         for level, up in zip(self.up, self.upsample): x = level(torch.cat([up(x), skips.pop()], 1), emb_act)
-        return self.conv_out(F.silu(self.norm_out(x)))
+        return F.pixel_shuffle(self.conv_out(F.silu(self.norm_out(x))), self.cfg.patch_size)
 
 # %% ../nbs/04_diffusion.ipynb #47f4360b
 _OPTIMIZERS = {'adadelta': torch.optim.Adadelta, 'adam': torch.optim.Adam}
 
 T_SAMPLINGS = (None, 'logit_normal')
+LATENT_NORMS = (None, 'whiten')
 
 def draw_timesteps(n: int, T: int, how: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     "`n` training time steps in 0…T−1: uniform (None, the paper), or 'logit_normal': t = ⌊T·sigmoid(u)⌋, u ~ N(0, 1) (Esser et al. 2024), most often mid-chain."
@@ -360,12 +387,16 @@ class LDMConfig(PhaseConfig):
     n_clusters: int = 14
     unet: UNetConfig = None          # None → the paper's U-Net for `n_clusters`
     head_activation: str | None = None   # 'leaky_relu': the authors' head, with a LeakyReLU on the logits
-    latent_scale: float | None = None    # diffusion runs on VQ latents × this; None: 1/std of the training latents
+    latent_scale: float | None = None    # diffusion runs on VQ latents × this; None: 1/std of the training latents (1 when whitened)
+    latent_norm: str | None = None       # 'whiten': PCA-whiten the latent vectors first (`latent_whitening`); None: one scale, the paper
+    signal_scale: float | None = None    # multiplies that scale: the signal-to-noise ratio of every step × its square (None: 1, the paper)
 
     def __post_init__(self):
         super().__post_init__()
         if self.latent_scale is not None and not self.latent_scale > 0:
             raise ValueError(f"latent_scale: must be positive (or None for 1/std of the training latents), got {self.latent_scale}.")
+        if self.signal_scale is not None and not self.signal_scale > 0: raise ValueError(f"signal_scale: must be positive or None, got {self.signal_scale}.")
+        if self.latent_norm not in LATENT_NORMS: raise ValueError(f"latent_norm: one of {LATENT_NORMS}, got {self.latent_norm!r}.")
         if self.unet is None: self.unet = UNetConfig(n_clusters=self.n_clusters)
         if self.p_uncond and not self.unet.null_cluster:
             raise ValueError("p_uncond: dropping the condition needs a 'no cluster' token; set unet=UNetConfig(..., null_cluster=True).")
@@ -442,7 +473,7 @@ def phase_step(cfg: PhaseConfig, vqgan: VQVAE, fill: tuple[float, float, float],
         with tr.autocast():
             with torch.set_grad_enabled(cfg.train_head): logits = head(z0)
             cond = logits.argmax(1) if drop is None else torch.where(drop, unet.null_id, logits.argmax(1))
-            z0s = z_in * unet.latent_scale
+            z0s = unet.to_diffusion(z_in)
             out = unet(schedule.add_noise(z0s, noise, t), t, cond)
             loss, mse = _denoising_loss(cfg, schedule, out, z0s, noise, t, unet.cfg.prediction)
             parts = dict(mse=mse)
@@ -533,6 +564,13 @@ def unit_variance_scale(latents: torch.Tensor) -> float:
     if not std > 0: raise ValueError("latents: constant latents (std 0) cannot be rescaled; is the VQ-GAN trained?")
     return 1 / std
 
+def latent_whitening(latents: torch.Tensor, floor: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
+    "`(mean, W)` (float64) that PCA-whiten the C-d vectors of latents `(N, C, H, W)`: W(z − mean) has identity covariance (eigenvalues below `floor`·largest are raised to it)."
+    flat = latents.transpose(0, 1).flatten(1).double()
+    ev, vecs = torch.linalg.eigh(torch.cov(flat))
+    if not ev[-1] > 0: raise ValueError("latents: constant latents (no variance) cannot be whitened; is the VQ-GAN trained?")
+    return flat.mean(1), (vecs / ev.clamp(min=ev[-1] * floor).sqrt()).T
+
 def train_ldm(tiles: np.ndarray | str | Path, vqgan: VQVAE, cfg: LDMConfig | None = None, out_dir: str | Path = 'runs/ldm',
               resume: bool = True, device: str | torch.device | None = None, *, max_steps: int | None = None,
               progress: bool = True) -> tuple[CondUNet, ClusterHead]:
@@ -544,9 +582,12 @@ def train_ldm(tiles: np.ndarray | str | Path, vqgan: VQVAE, cfg: LDMConfig | Non
     tr = phase_trainer('ldm', unet, head, tiles, vqgan, cfg, out_dir, device, progress)
     first = tr.data[0][:1024]                           # the cached latents, or (when they did not fit) uint8 tiles
     first = first if first.is_floating_point() else encode_latents(vqgan, first, device=tr.device)
-    scale = cfg.latent_scale or unit_variance_scale(first)
-    unet.latent_scale.fill_(scale)                      # a resumed checkpoint brings back its own
-    unet.x0_range.copy_(latent_range(first * scale))
+    if cfg.latent_norm == 'whiten':
+        mean, whiten = latent_whitening(first)
+        unet.latent_mean.copy_(mean); unet.latent_whiten.copy_(whiten)
+    scale = cfg.latent_scale or (1. if cfg.latent_norm else unit_variance_scale(first))
+    unet.latent_scale.fill_(scale * (cfg.signal_scale or 1.))          # a resumed checkpoint brings back its own
+    unet.x0_range.copy_(latent_range(unet.to_diffusion(first)))
     tr.fit(resume=resume, max_steps=max_steps)
     return _with_ema(tr), head.eval()
 
@@ -636,7 +677,8 @@ def sample(unet: CondUNet, vqgan: VQVAE, cluster_ids, steps: int | None = None, 
         for ids in cluster_ids.split(batch_size):
             z = torch.randn((len(ids), *shape), generator=generator).to(device)
             z = denoise(unet, z, ids.to(device), ts, step, generator, amp, bar, schedule=schedule,
-                        guidance_scale=guidance_scale, clip_x0=clip_x0, trace=trace) / unet.latent_scale
+                        guidance_scale=guidance_scale, clip_x0=clip_x0, trace=trace)
+            z = unet.from_diffusion(z)
             if quantize: z = vqgan.quantizer.embedding(vqgan.quantizer.indices(z)).permute(0, 3, 1, 2)
 
             out.append((vqgan.decode(z).float().clamp(0, 1) if decode else z).cpu())
@@ -646,17 +688,16 @@ def sample(unet: CondUNet, vqgan: VQVAE, cluster_ids, steps: int | None = None, 
     return to_uint8(images) if as_uint8 else images
 
 # %% ../nbs/04_diffusion.ipynb #e7ac7d3e
-class ExactDenoiser(nn.Module):
+class ExactDenoiser(DiffusionSpace):
     "The optimal ε-predictor for the training set `latents` (diffusion space, `(M, C, H, W)`): a perfect memoriser, to check the chain against."
     def __init__(self, latents: torch.Tensor, cluster_ids=None, schedule: LinearSchedule | None = None, latent_scale: float = 1.):
-        super().__init__()
+        super().__init__(latents.shape[1], latent_scale)
         ids = torch.zeros(len(latents), dtype=torch.long) if cluster_ids is None else torch.as_tensor(cluster_ids).long().flatten()
         if ids.shape != latents.shape[:1]: raise ValueError(f"cluster_ids: one per latent ({len(latents)}), got {tuple(ids.shape)}.")
         self.schedule = schedule or LinearSchedule()
         self.cfg = SimpleNamespace(in_channels=latents.shape[1], n_clusters=int(ids.max()) + 1, prediction='eps')  # what `sample` reads
         self.register_buffer('data', latents.double().flatten(1)); self.register_buffer('ids', ids)
         self.register_buffer('sq_norms', self.data.square().sum(1))     # ‖z0‖² of each latent, once
-        self.register_buffer('latent_scale', torch.tensor(float(latent_scale)))
         self.register_buffer('x0_range', latent_range(latents))
 
     @property
