@@ -241,15 +241,23 @@ class DiffusionSpace(nn.Module):
         for name in ('latent_mean', 'latent_whiten'): state_dict.setdefault(prefix + name, getattr(self, name))   # older checkpoints
         super()._load_from_state_dict(state_dict, prefix, *args)
 
+    @property
+    def whitened(self) -> bool:
+        "Whether the map has a mean or a matrix (else it is the paper's single scale)."
+        return bool(self.latent_mean.any()) or not torch.equal(self.latent_whiten, torch.eye(len(self.latent_whiten), dtype=torch.float64,
+                                                                                             device=self.latent_whiten.device))
+
     def to_diffusion(self, z: torch.Tensor) -> torch.Tensor:
-        "VQ latents `(N, C, H, W)` → diffusion space (float64 arithmetic, `z`'s dtype)."
-        x = torch.einsum('dc,nchw->ndhw', self.latent_whiten.double(), z.double() - self.latent_mean.double().view(1, -1, 1, 1))
+        "VQ latents `(N, C, H, W)` → diffusion space (whitening in float64, returned in `z`'s dtype)."
+        if not self.whitened: return z * self.latent_scale
+        x = torch.einsum('dc,nchw->ndhw', self.latent_whiten, z.double() - self.latent_mean.view(1, -1, 1, 1))
         return (x * self.latent_scale.double()).to(z.dtype)
 
     def from_diffusion(self, x: torch.Tensor) -> torch.Tensor:
         "Diffusion space → VQ latents: the inverse of `to_diffusion`."
-        z = torch.einsum('cd,ndhw->nchw', torch.linalg.inv(self.latent_whiten.double()), x.double() / self.latent_scale.double())
-        return (z + self.latent_mean.double().view(1, -1, 1, 1)).to(x.dtype)
+        if not self.whitened: return x / self.latent_scale
+        z = torch.einsum('cd,ndhw->nchw', torch.linalg.inv(self.latent_whiten), x.double() / self.latent_scale.double())
+        return (z + self.latent_mean.view(1, -1, 1, 1)).to(x.dtype)
 
 # %% ../nbs/04_diffusion.ipynb #42b424d6
 class CondUNet(DiffusionSpace):
