@@ -687,7 +687,7 @@ def sample(unet: CondUNet, vqgan: VQVAE, cluster_ids, steps: int | None = None, 
             z = denoise(unet, z, ids.to(device), ts, step, generator, amp, bar, schedule=schedule,
                         guidance_scale=guidance_scale, clip_x0=clip_x0, trace=trace)
             z = unet.from_diffusion(z)
-            if quantize: z = vqgan.quantizer.embedding(vqgan.quantizer.indices(z)).permute(0, 3, 1, 2)
+            if quantize: z = vqgan.quantizer.quantize(z)
 
             out.append((vqgan.decode(z).float().clamp(0, 1) if decode else z).cpu())
     unet.train(was_training)

