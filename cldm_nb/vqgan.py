@@ -132,24 +132,29 @@ class VectorQuantizer(nn.Module):
         "The code vectors `(codebook_size, dim)` the decoder receives: the embedding, unit-length under `norm='l2'`."
         return self._normed(self.embedding.weight, 1)
 
+    @staticmethod
+    def _nearest(z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        "Index `(B, H, W)` of the nearest of `codes` to each vector of `z` `(B, C, H, W)`, both already normalised as the lookup needs."
+        flat, e = z.detach().float().permute(0, 2, 3, 1).reshape(-1, z.shape[1]), codes.detach().float()
+        d = torch.addmm(e.pow(2).sum(1), flat, e.t(), alpha=-2)          # ‖e‖² − 2 z·e (‖z‖² does not change the argmin)
+        return d.argmin(1).view(z.shape[0], *z.shape[2:])
+
     def indices(self, z_e: torch.Tensor) -> torch.Tensor:
         "Index of the nearest code for each vector of `z_e` `(B, C, H, W)` → `(B, H, W)`."
-        flat = self._normed(z_e.detach().float().permute(0, 2, 3, 1).reshape(-1, z_e.shape[1]), 1)
-        e = self.codes.detach().float()
-        d = torch.addmm(e.pow(2).sum(1), flat, e.t(), alpha=-2)          # ‖e‖² − 2 z·e (‖z‖² does not change the argmin)
-        return d.argmin(1).view(z_e.shape[0], *z_e.shape[2:])
+        return self._nearest(self._normed(z_e, 1), self.codes)
 
     @torch.no_grad()
     def quantize(self, z: torch.Tensor) -> torch.Tensor:
         "The nearest code vector at each position of `z` `(B, C, H, W)` (no gradient)."
-        return F.embedding(self.indices(z), self.codes).permute(0, 3, 1, 2)
+        codes = self.codes
+        return F.embedding(self._nearest(self._normed(z, 1), codes), codes).permute(0, 3, 1, 2)
 
     def forward(self, z_e: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
         "Quantise `z_e` `(B, C, H, W)` → `(z_q, losses, indices)`; `z_q` carries straight-through gradients."
         with torch.autocast(z_e.device.type, enabled=False):
-            z = self._normed(z_e.float(), 1)
-            idx = self.indices(z)
-            e = F.embedding(idx, self.codes).permute(0, 3, 1, 2)           # (B, C, H, W)
+            z, codes = self._normed(z_e.float(), 1), self.codes            # normalised once, for the lookup and the losses
+            idx = self._nearest(z, codes)
+            e = F.embedding(idx, codes).permute(0, 3, 1, 2)                # (B, C, H, W)
             losses = dict(codebook_loss=F.mse_loss(e, z.detach()), commitment_loss=F.mse_loss(z, e.detach()))
             z_q = z + (e - z).detach()
             hist = torch.bincount(idx.flatten(), minlength=self.embedding.num_embeddings)
