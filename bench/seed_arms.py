@@ -14,7 +14,7 @@ runs that shared the machine alike.
         --arm fsq3 '{"vqgan.quantizer": "fsq", "vqgan.fsq_levels": [3, 3, 3, 3], "vqgan.z_channels": 4, "ldm.unet.in_channels": 4}'
 """
 from __future__ import annotations
-import argparse, csv, json, os, subprocess, sys
+import argparse, json, os, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -58,7 +58,7 @@ def run_row(out: Path) -> dict:
     "The numbers of one finished run, from its report's files."
     m = json.loads((out/'metrics.json').read_text()); q = m['distribution']; rec = q['reconstructions']
     acc = pd.read_csv(out/'cluster_accuracy.csv').accuracy
-    codes = list(csv.DictReader(open(out/'vqgan'/'vqgan_log.csv')))[-1]['codes_used']
+    codes = pd.read_csv(out/'vqgan'/'vqgan_log.csv').codes_used.iloc[-1]
     return dict(psnr=m['reconstruction']['test']['psnr'], codes_used=int(codes), recon_kid=1e3 * rec['kid'],
                 k=json.loads((out/'model.json').read_text())['k'], kid=1e3 * q['kid'], kid_std=1e3 * q['kid_std'],
                 gap=1e3 * (q['kid'] - rec['kid']), fd=q['fd'], precision=q['precision'], recall=q['recall'],

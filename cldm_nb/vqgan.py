@@ -209,7 +209,8 @@ class FSQuantizer(CodeUsage):
     def codes(self) -> torch.Tensor:
         "Every code `(prod(levels), C)`, row i the code of index i."
         i = torch.arange(len(self.usage_counts), device=self.n_levels.device).view(-1, 1)
-        return ((i // self.basis.view(1, -1)) % self.n_levels.view(1, -1) - self.scale.view(1, -1)) / self.scale.view(1, -1)
+        basis, n_levels, scale = (b.view(1, -1) for b in (self.basis, self.n_levels, self.scale))
+        return ((i // basis) % n_levels - scale) / scale
 
     def indices(self, z_e: torch.Tensor) -> torch.Tensor:
         "The code index of each position of `z_e` `(B, C, H, W)` → `(B, H, W)`."
@@ -218,8 +219,7 @@ class FSQuantizer(CodeUsage):
     @torch.no_grad()
     def quantize(self, z: torch.Tensor) -> torch.Tensor:
         "The nearest code to each position of `z` `(B, C, H, W)`, given in the codes' own [−1, 1] scale (no gradient)."
-        k = torch.minimum(torch.maximum((z.float() * self.scale).round(), -self.scale), self.n_levels - 1 - self.scale)
-        return k / self.scale
+        return (z.float() * self.scale).round().clamp(-self.scale, self.n_levels - 1 - self.scale) / self.scale
 
     def forward(self, z_e: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
         "Quantise `z_e` `(B, C, H, W)` → `(z_q, losses, indices)`; `z_q` carries straight-through gradients."
