@@ -5,6 +5,7 @@
 # %% ../nbs/01_vqgan.ipynb #dca3b169
 from __future__ import annotations
 import dataclasses, importlib.util, io, math, pickle, tarfile, warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import lpips
@@ -58,6 +59,9 @@ class VQGANConfig(StageConfig):
     grid_n: int = 8                     # tiles in the per-epoch reconstruction grid
     lr_decay: str | None = None         # 'cosine': the learning rate decays to 0 over the run (None: constant, the paper)
     crop: int | None = None             # train on random crop×crop windows of the tiles (None: whole tiles, the paper)
+    decoder_epochs: int = 0             # epochs after `epochs` that train the decoder alone, encoder and codebook frozen (0: none, the paper)
+    decoder_perceptual_weight: float = 1.   # their LPIPS-VGG weight (beside the same MSE)
+    decoder_lr: float = 1e-4            # their Adam rate (a fresh optimiser over the decoder)
 
     def __post_init__(self):
         check_lr_decay(self.lr_decay)
@@ -67,6 +71,9 @@ class VQGANConfig(StageConfig):
         if self.quantizer == 'fsq' and (self.z_channels != len(self.fsq_levels) or self.codebook_norm is not None):
             raise ValueError(f"quantizer='fsq': needs z_channels == len(fsq_levels) ({self.z_channels} vs {len(self.fsq_levels)}) "
                              f"and codebook_norm=None (got {self.codebook_norm!r}).")
+        if self.decoder_epochs < 0 or self.decoder_perceptual_weight < 0 or not self.decoder_lr > 0:
+            raise ValueError(f"decoder_epochs, decoder_perceptual_weight, decoder_lr: need ≥ 0, ≥ 0 and > 0, got "
+                             f"{self.decoder_epochs}, {self.decoder_perceptual_weight}, {self.decoder_lr}.")
         if self.crop is not None and (self.crop < self.factor or self.crop % self.factor):
             raise ValueError(f"crop: a positive multiple of the autoencoder's down-sampling factor {self.factor}, or None; got {self.crop}.")
 
@@ -74,6 +81,11 @@ class VQGANConfig(StageConfig):
     def factor(self) -> int:
         "The autoencoder's down-sampling factor: ×2 between consecutive levels of `ch`."
         return 2 ** (len(self.ch) - 1)
+
+    @property
+    def uses_lpips(self) -> bool:
+        "Whether some step computes LPIPS: in the main epochs or in the decoder's own."
+        return bool(self.perceptual_weight or (self.decoder_epochs and self.decoder_perceptual_weight))
 
     @classmethod
     def tiny(cls, **kw) -> 'VQGANConfig':
@@ -426,22 +438,24 @@ def random_crops(tr: Trainer, x: torch.Tensor, size: int) -> torch.Tensor:
                        ).contiguous(memory_format=torch.channels_last)
 
 def _vqgan_step(cfg: VQGANConfig, lpips_net: lpips.LPIPS | None):
-    "The step function for `Trainer`: generator update, then (from `disc_start`) discriminator update; on random crops when `cfg.crop`."
-    weights = dict(mse=1., codebook=cfg.codebook_weight, commitment=cfg.beta, lpips=cfg.perceptual_weight, g_adv=cfg.disc_weight)
+    "The step function for `Trainer`: generator update (after `epochs`, the decoder's alone), then (from `disc_start`) discriminator update; on random crops when `cfg.crop`."
+    weights = dict(mse=1., codebook=cfg.codebook_weight, commitment=cfg.beta, g_adv=cfg.disc_weight)
     def step(tr: Trainer, x: torch.Tensor) -> dict:
         vq, disc = tr.models['vqvae'], tr.models['disc']
         if cfg.crop: x = random_crops(tr, x, cfg.crop)
-        adversarial = tr.step >= cfg.disc_start
+        adversarial, decoder_only = tr.step >= cfg.disc_start, tr.epoch >= cfg.epochs
+        w = dict(weights, lpips=cfg.decoder_perceptual_weight if decoder_only else cfg.perceptual_weight)
         with tr.autocast():
-            recon, _, q = vq(x)
+            with torch.no_grad() if decoder_only else nullcontext(): z_q, q = vq.encode(x)   # frozen: no gradient reaches them
+            recon = vq.decode(z_q)
             parts = dict(mse=F.mse_loss(recon.float(), x), codebook=q['codebook_loss'], commitment=q['commitment_loss'])
-            if lpips_net is not None: parts['lpips'] = lpips_net(recon, x, normalize=True).float().mean()
+            if lpips_net is not None and w['lpips']: parts['lpips'] = lpips_net(recon, x, normalize=True).float().mean()
             if adversarial:
                 disc.requires_grad_(False)                  # D's weights stay out of the generator's graph
                 parts['g_adv'] = _lsgan(disc(recon), 1.)
                 disc.requires_grad_(True)
-        g_loss = sum(weights[k] * v for k, v in parts.items())
-        tr.optimise('g', g_loss, parts)
+        g_loss = sum(w[k] * v for k, v in parts.items())
+        tr.optimise('dec' if decoder_only else 'g', g_loss, parts)
         metrics = dict(parts, g_loss=g_loss, perplexity=q['perplexity'], usage=q['usage'])
         if adversarial:
             with tr.autocast(): d_loss = cfg.disc_weight * 0.5 * (_lsgan(disc(x), 1.) + _lsgan(disc(recon.detach()), 0.))
@@ -478,12 +492,13 @@ def vqgan_trainer(tiles: np.ndarray | str | Path, cfg: VQGANConfig | None = None
     data, device = TileDataset(tiles), resolve_device(device)
     with seeded(cfg.seed):
         vq, disc = VQVAE(cfg), PatchDiscriminator(cfg)
-        lp = lpips_vgg(cfg.pretrained_lpips).to(device) if cfg.perceptual_weight else None
+        lp = lpips_vgg(cfg.pretrained_lpips).to(device) if cfg.uses_lpips else None
     opts = dict(g=torch.optim.Adam(vq.parameters(), cfg.lr, betas=cfg.betas),
                 d=torch.optim.Adam(disc.parameters(), cfg.lr, betas=cfg.betas))
+    if cfg.decoder_epochs: opts['dec'] = torch.optim.Adam(vq.decoder.parameters(), cfg.decoder_lr, betas=cfg.betas)
     grid = to_tensor(tiles[:cfg.grid_n])
     return Trainer('vqgan', dict(vqvae=vq, disc=disc), opts, _vqgan_step(cfg, lp), data, cfg, out_dir,
-                   epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=device, amp=cfg.amp,
+                   epochs=cfg.epochs + cfg.decoder_epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=device, amp=cfg.amp,
                    on_epoch_end=_epoch_report(grid, Path(out_dir)), progress=progress, lr_decay=cfg.lr_decay)
 
 def train_vqgan(tiles: np.ndarray | str | Path, cfg: VQGANConfig | None = None, out_dir: str | Path = 'runs/vqgan',
