@@ -140,10 +140,12 @@ def prepare_out(out: str | Path, cfg: RunConfig, data: str | Path, device: torch
     out = Path(out); cfg_file = out/'config.json'
     if cfg_file.exists() and list(out.iterdir()) == [cfg_file]: cfg_file.unlink()    # stopped before its data stage: nothing to keep
     if cfg_file.exists():
-        saved = json.loads(cfg_file.read_text())
-        if saved.get('config') != cfg.to_dict() or saved.get('data') != str(data):
+        saved, now = json.loads(cfg_file.read_text()), cfg.to_dict()
+        try: before = RunConfig.from_dict(saved['config']).to_dict()      # fields added since that run take their defaults
+        except (KeyError, TypeError, ValueError): before = {}
+        if before != now or saved.get('data') != str(data):
             if not force:
-                diff = [k for k in set(saved.get('config', {})) | set(cfg.to_dict()) if saved.get('config', {}).get(k) != cfg.to_dict().get(k)]
+                diff = [k for k in set(before) | set(now) if before.get(k) != now.get(k)]
                 if saved.get('data') != str(data): diff.append('data')
                 raise ValueError(f"{out}: holds a run with a different config (differs in: {', '.join(sorted(diff))}). "
                                  "Use another --out, or --force to move that run aside and start afresh.")

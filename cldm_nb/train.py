@@ -260,8 +260,10 @@ def _config_diff(saved: dict, now: dict) -> list[str]:
             if k != 'epochs' and saved.get(k) != now.get(k)]
 
 def load_state(self: Trainer, ckpt: dict, path: Path | str = '') -> None:
-    "Restore from a `state_dict` (refusing one made with a different config)."
-    if diff := _config_diff(ckpt['config'], self.cfg.to_dict()):
+    "Restore from a `state_dict` (refusing one made with a different config; fields it lacks take their defaults)."
+    try: saved = type(self.cfg).from_dict(ckpt['config']).to_dict()
+    except ValueError as e: raise ValueError(f"{path}: {e} It was written by another version of cldm_nb.") from None
+    if diff := _config_diff(saved, self.cfg.to_dict()):
         raise ValueError(f"{path}: made with a different config ({'; '.join(diff)}). "
                          "Use another output folder, or resume=False to start this stage afresh.")
     for k, m in self.models.items(): m.load_state_dict(ckpt['models'][k])
