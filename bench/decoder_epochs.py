@@ -22,13 +22,14 @@ import torchvision
 from skimage.color import rgb2gray
 from skimage.filters import sobel
 
-from cldm_nb.data import load_tiles, read_manifest, to_tensor, to_uint8
+from cldm_nb.data import read_manifest, to_tensor, to_uint8
 from cldm_nb.diffusion import encode_latents, load_ldm, sample
-from cldm_nb.eval import image_features, quality_report, reconstruct, reconstruction_psnr, vgg16_features
+from cldm_nb.eval import image_features, quality_report, reconstruct, reconstruction_psnr
 from cldm_nb.imsat import assign_clusters
 from cldm_nb.pipeline import read_run_config
 from cldm_nb.train import load_checkpoint
-from cldm_nb.vqgan import load_vqgan, vqgan_trainer
+from cldm_nb.vqgan import vqgan_trainer
+from generation_levers import load_run      # the run, its tiles, the clusters of the first n training tiles, the features
 
 def sharpness(tiles: np.ndarray) -> float:
     "Mean Sobel gradient magnitude of the tiles' grey images."
@@ -55,8 +56,8 @@ def continue_decoder(run: Path, lr: float, epochs: list[int], ctx: dict, z, z_ac
     "Continue the run's autoencoder with decoder epochs at `lr`, scoring after each count in `epochs`."
     base = read_run_config(run/'config.json').vqgan
     ckpt = load_checkpoint(run/'vqgan'/'vqgan.pt')
-    rows = {}
     if base.decoder_epochs: raise ValueError(f"{run}: its autoencoder already had decoder epochs; pass a run made without them.")
+    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         cfg = base.replace(decoder_epochs=max(epochs), decoder_lr=lr, pretrained_lpips=True)
         tr = vqgan_trainer(ctx['train'], cfg, tmp, progress=False)
@@ -71,16 +72,11 @@ def continue_decoder(run: Path, lr: float, epochs: list[int], ctx: dict, z, z_ac
     return rows
 
 def main(run: Path, lrs: list[float], epochs: list[int], n: int, acc_n: int, out: Path) -> None:
-    cfg, m = read_run_config(run/'config.json'), json.loads((run/'model.json').read_text())
-    tiles = load_tiles(json.loads((run/'config.json').read_text())['data'])
-    split = read_manifest(run/'manifest.json')
-    train, test = tiles[split['train_idx']], tiles[split['test_idx']]
-    vq0 = load_vqgan(run/m['vqgan'])
+    cfg, vq0, _, ids, tiles, feats = load_run(run, n)
+    m, split = json.loads((run/'model.json').read_text()), read_manifest(run/'manifest.json')
     unet, head = load_ldm(run/m['ldm'])
-    net = vgg16_features()
-    ctx = dict(tiles=tiles, train=train, test=test, net=net, real=image_features(tiles, net=net), head=head, vq0=vq0,
-               sharp_real=sharpness(tiles))
-    ids = assign_clusters(head, encode_latents(vq0, train))[:n]
+    ctx = dict(tiles=tiles, train=tiles[split['train_idx']], test=tiles[split['test_idx']], net=feats['net'], real=feats['real'],
+               head=head, vq0=vq0, sharp_real=sharpness(tiles))
     acc_ids = np.repeat(np.arange(unet.cfg.n_clusters), acc_n)
     kw = dict(decode=False, progress=False, **cfg.sampling.kwargs())
     z = sample(unet, vq0, ids, generator=torch.Generator().manual_seed(cfg.seed), **kw)
