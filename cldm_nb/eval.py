@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_eval.ipynb #0e2917f9
 from __future__ import annotations
-import hashlib, json, math
+import hashlib, io, json, math
 from pathlib import Path
 from typing import Sequence
 
@@ -17,11 +17,13 @@ import lpips
 import torchvision
 from PIL import Image, PngImagePlugin
 from pytorch_msssim import ms_ssim
+from skimage.color import hed2rgb, rgb2hed
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm import tqdm
 
 from . import __version__
-from .data import atomic_path, list_images, load_tiles, read_rgb, save_figure, to_tensor, to_uint8, write_json
+from .data import (atomic_path, list_images, load_tiles, read_rgb, sample_data, save_figure, split_indices, to_tensor,
+                          to_uint8, write_json)
 from .diffusion import SampleConfig, encode_latents, sample
 
 from .imsat import assign_clusters
@@ -29,13 +31,15 @@ from .train import is_main, resolve_device, seeded, shard_map
 from .vqgan import lpips_vgg, require_vgg16_weights, vgg16_cache_file
 
 # %% auto #0
-__all__ = ['METRICS', 'SYNTHETIC_NOTE', 'LABEL_COLUMNS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'COPY_RATIO', 'as_tiles',
-           'paired_tiles', 'ssim_torch', 'ssim_paired', 'msssim_paired', 'lpips_net', 'lpips_paired', 'evaluate_pairs',
-           'weights_hash', 'save_synthetic_png', 'read_provenance', 'is_synthetic', 'write_label_template',
-           'load_labels', 'label_to_id', 'cluster_grid', 'cluster_gallery', 'derive_seed', 'sampling_config',
-           'sample_cluster', 'generate_for', 'cluster_accuracy', 'plot_cluster_accuracy', 'generated_gallery',
-           'sample_by_label', 'vgg16_features', 'image_features', 'as_features', 'mmd2_unbiased', 'kid',
-           'frechet_distance', 'precision_recall', 'nearest_training', 'plot_nearest', 'colour_stats',
+__all__ = ['METRICS', 'SYNTHETIC_NOTE', 'LABEL_COLUMNS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'COPY_SHIFT', 'COPY_RES', 'COPY_RATIO',
+           'TISSUE_CHROMA', 'TISSUE_MIN', 'COPY_KINDS', 'COPY_CALIBRATION', 'as_tiles', 'paired_tiles', 'ssim_torch',
+           'ssim_paired', 'msssim_paired', 'lpips_net', 'lpips_paired', 'evaluate_pairs', 'weights_hash',
+           'save_synthetic_png', 'read_provenance', 'is_synthetic', 'write_label_template', 'load_labels',
+           'label_to_id', 'cluster_grid', 'cluster_gallery', 'derive_seed', 'sampling_config', 'sample_cluster',
+           'generate_for', 'cluster_accuracy', 'plot_cluster_accuracy', 'generated_gallery', 'sample_by_label',
+           'vgg16_features', 'image_features', 'as_features', 'mmd2_unbiased', 'kid', 'frechet_distance',
+           'precision_recall', 'dihedral', 'tissue_fraction', 'copy_view', 'copy_distances', 'nearest_training',
+           'plot_nearest', 'plant_copies', 'calibrate_copy_audit', 'memorisation_markdown', 'colour_stats',
            'feature_space_name', 'quality_report', 'psnr_paired', 'reconstruct', 'reconstruction_psnr']
 
 # %% ../nbs/06_eval.ipynb #ea3940ae
@@ -506,24 +510,85 @@ def precision_recall(real, fake, k: int = 3, **kw) -> tuple[float, float]:
     return float(precision), float(recall)
 
 # %% ../nbs/06_eval.ipynb #f5d39d3d
-COPY_RATIO = 1 / 3
+COPY_SHIFT = 8                   # px: the largest shift searched (each direction)
+COPY_RES = 8                     # px: the block size at which aligned tiles are compared
+COPY_RATIO = 0.5                 # flagged when d1/d2 < this (calibrated: `calibrate_copy_audit`)
+TISSUE_CHROMA, TISSUE_MIN = 25, 0.05   # a pixel is stained when max − min over RGB ≥ 25; a tile is audited with ≥ 5 % stained pixels
+
+def dihedral(x: torch.Tensor, g: int) -> torch.Tensor:
+    "The `g`-th of the 8 flips and rotations by 90° of images `(..., H, W)`: rotation by g·90° (g < 4), or of the mirror image (g ≥ 4)."
+    return torch.rot90(x.flip(-1) if g >= 4 else x, g % 4, (-2, -1))
+
+def tissue_fraction(tiles) -> np.ndarray:
+    "Share of each tile's 4×4-px blocks that are stained (max − min over RGB of the block mean ≥ `TISSUE_CHROMA`); glass and white background are grey."
+    t = F.avg_pool2d(torch.from_numpy(as_tiles(tiles)).permute(0, 3, 1, 2).float(), 4)    # block means: pixel noise does not look stained
+    return (t.amax(1) - t.amin(1) >= TISSUE_CHROMA).float().mean((1, 2)).numpy()
+
+def copy_view(tiles: np.ndarray, size: int) -> torch.Tensor:
+    "Tiles as the audit sees them `(N, 3, size, size)`: each RGB channel standardised per tile (stain and brightness shifts drop out), area-averaged to size×size."
+    x = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2).float()
+    x = (x - x.mean((2, 3), keepdim=True)) / (x.std((2, 3), keepdim=True) + 4)     # + 4 grey levels: flat tiles stay flat
+    return F.interpolate(x, size=(size, size), mode='area')
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    "Last dim centred and scaled to length 1 (dot products are then correlations)."
+    x = x - x.mean(-1, keepdim=True)
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+
+def _shortlist(fake: np.ndarray, train: np.ndarray, k: int, chunk: int) -> torch.Tensor:
+    "For each generated tile, the `k` training tiles most correlated at 16-px blocks over the 8 orientations × shifts of 0, ±8 px `(n, k)`."
+    tv = torch.cat([_unit(copy_view(train[j:j + chunk], 8).flatten(1)) for j in range(0, len(train), chunk)])
+    out = []
+    for i in range(0, len(fake), chunk // 8):
+        v16 = copy_view(fake[i:i + chunk // 8], 16)
+        qv = torch.stack([_unit(F.avg_pool2d(torch.roll(dihedral(v16, g), (dy, dx), (-2, -1)), 2).flatten(1))
+                          for g in range(8) for dy in (-1, 0, 1) for dx in (-1, 0, 1)], 1)
+        best = torch.cat([(qv.flatten(0, 1) @ tv[j:j + chunk].T).view(len(qv), 72, -1).amax(1) for j in range(0, len(tv), chunk)], 1)
+        out.append(best.topk(min(k, len(train)), 1).indices)
+    return torch.cat(out)
+
+def _query_windows(q: np.ndarray) -> torch.Tensor:
+    "Each tile's 8 orientations × shifts in 2-px steps up to ±`COPY_SHIFT`: the central window in `COPY_RES`-px blocks, unit rows `(n, 8, shifts, d)`."
+    p, m = COPY_RES // 2, COPY_SHIFT // 2
+    w = 64 - 2 * m                                                  # window side on the 2-px grid
+    blocks = F.avg_pool2d(copy_view(q, 64), p, stride=1)            # block means at every 2-px offset
+    rot = torch.stack([dihedral(blocks, g) for g in range(8)], 1)
+    wins = torch.stack([rot[..., m + dy:m + dy + w:p, m + dx:m + dx + w:p] for dy in range(-m, m + 1) for dx in range(-m, m + 1)], 2)
+    return _unit(wins.flatten(3))
+
+def _train_windows(train: np.ndarray) -> torch.Tensor:
+    "The central window of each training tile in `COPY_RES`-px blocks, unit rows (what `_query_windows` are compared with)."
+    m = COPY_SHIFT // 2
+    return _unit(F.avg_pool2d(copy_view(train, 64)[..., m:64 - m, m:64 - m], COPY_RES // 2).flatten(1))
+
+def copy_distances(fake, train, k: int = 16, chunk: int = 512) -> dict[str, np.ndarray]:
+    "Per generated tile, its `k` shortlisted training tiles sorted by copy distance (best orientation and shift): `index`, `distance`, `g`, `dy`, `dx` `(n, k)`."
+    fake, train = as_tiles(fake, 'fake'), as_tiles(train, 'train')
+    cand, m = _shortlist(fake, train, k, chunk), COPY_SHIFT // 2
+    tw = torch.cat([_train_windows(train[j:j + chunk]) for j in range(0, len(train), chunk)])
+    best = [torch.einsum('qgsd,qkd->qkgs', _query_windows(fake[i:i + 32]), tw[cand[i:i + 32]]).flatten(2).max(2)
+            for i in range(0, len(fake), 32)]
+    r, arg = torch.cat([b.values for b in best]), torch.cat([b.indices for b in best])
+    d, o = (2 * (1 - r).clamp_min(0)).sqrt().sort(1)                # distance between standardised tiles: 0 (same) … 2
+    arg, n = arg.gather(1, o), 2 * m + 1
+    g, s = arg // n ** 2, arg % n ** 2
+    return dict(index=cand.gather(1, o).numpy(), distance=d.numpy(), g=g.numpy(), dy=(2 * (s // n - m)).numpy(), dx=(2 * (s % n - m)).numpy())
 
 def nearest_training(fake, train, fake_features: np.ndarray | None = None, train_features: np.ndarray | None = None,
-                     threshold: float = COPY_RATIO, **kw) -> dict:
-    "Memorisation audit: each generated tile's nearest and second-nearest training tile in feature space, the ratio d1/d2 and `copy_share`."
+                     threshold: float = COPY_RATIO, k: int = 16, chunk: int = 512, **kw) -> dict:
+    "Copy audit: each generated tile's nearest and second-nearest training tile in copy distance, d1/d2, and `copy_share` (tissue tiles with d1/d2 < `threshold`); features and `kw` are accepted for older callers and unused."
     fake, train = as_tiles(fake, 'fake'), as_tiles(train, 'train')
     if len(train) < 2: raise ValueError(f"train: the ratio test needs at least 2 training tiles, got {len(train)}.")
-    ff = torch.from_numpy(fake_features if fake_features is not None else as_features(fake, 'fake', **kw)).double()
-    tf = torch.from_numpy(train_features if train_features is not None else as_features(train, 'train', **kw)).double()
-    if (len(ff), len(tf)) != (len(fake), len(train)):
-        raise ValueError(f"fake_features, train_features: {len(ff)} and {len(tf)} rows for {len(fake)} and {len(train)} tiles.")
-    d, idx = torch.cdist(ff, tf).topk(2, dim=1, largest=False)
-    d1, d2 = d[:, 0].numpy(), d[:, 1].numpy()
-    ratio = d1 / np.maximum(d2, 1e-12)
-    l2 = np.sqrt(((fake.astype(np.float64) - train[idx[:, 0].numpy()]) ** 2).mean((1, 2, 3))) if len(fake) else np.zeros(0)
-    table = pd.DataFrame(dict(nearest=idx[:, 0].numpy(), second=idx[:, 1].numpy(), d1=d1, d2=d2, ratio=ratio, pixel_l2=l2))
-    return dict(copy_share=float((ratio < threshold).mean()) if len(fake) else float('nan'),
-                ratio_median=float(np.median(ratio)) if len(fake) else float('nan'), threshold=threshold, table=table)
+    res = copy_distances(fake, train, k, chunk)
+    d1, d2 = res['distance'][:, 0], res['distance'][:, 1]
+    ratio, tissue = d1 / np.maximum(d2, 1e-12), tissue_fraction(fake) >= TISSUE_MIN
+    near = res['index'][:, 0]
+    l2 = np.sqrt(((fake.astype(np.float64) - train[near]) ** 2).mean((1, 2, 3))) if len(fake) else np.zeros(0)
+    table = pd.DataFrame(dict(nearest=near, second=res['index'][:, 1], d1=d1, d2=d2, ratio=ratio, pixel_l2=l2,
+                              g=res['g'][:, 0], dy=res['dy'][:, 0], dx=res['dx'][:, 0], tissue=tissue, flagged=tissue & (ratio < threshold)))
+    nan = float('nan')
+    return dict(copy_share=float(table.flagged.mean()) if len(fake) else nan, ratio_median=float(np.median(ratio)) if len(fake) else nan,
+                threshold=threshold, n_audited=int(tissue.sum()), calibration=COPY_CALIBRATION, table=table)
 
 def plot_nearest(fake, train, audit: dict, n: int = 8, path: str | Path | None = None, originals=None):
     "The `n` generated tiles closest to a training tile (smallest d1), each above its nearest `train` tile, with d1, d1/d2 and pixel L2; `originals` (the real tiles behind `train`, e.g. when `train` holds their reconstructions) adds a third row."
@@ -545,6 +610,79 @@ def plot_nearest(fake, train, audit: dict, n: int = 8, path: str | Path | None =
     fig.tight_layout()
     if path is not None: save_figure(fig, path)
     return fig
+
+# %% ../nbs/06_eval.ipynb #a7c3e1d2
+COPY_KINDS = ('noise ±8', 'JPEG q75', 'flip/rotation', 'shift ≤ 8 px', 'stain jitter', 'all of the above but stain', 'autoencoder')
+
+def _jpeg(tile: np.ndarray, quality: int = 75) -> np.ndarray:
+    "The tile after a JPEG round trip (PIL)."
+    buf = io.BytesIO(); Image.fromarray(tile).save(buf, 'JPEG', quality=quality)
+    return np.asarray(Image.open(buf).convert('RGB'))
+
+def _shift(tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    "The tile moved by up to 8 px each way: rolled (wrapping) or cropped from a reflected border, at random."
+    dy, dx = rng.integers(-8, 9, 2)
+    if rng.random() < .5: return np.roll(tile, (dy, dx), (0, 1))
+    return np.pad(tile, ((8, 8), (8, 8), (0, 0)), mode='reflect')[8 - dy:136 - dy, 8 - dx:136 - dx]
+
+def _stain(tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    "Stain jitter in HED space (scikit-image): each stain's amount scaled by 0.95–1.05 and offset by ±0.01."
+    hed = rgb2hed(tile) * rng.uniform(.95, 1.05, 3) + rng.uniform(-.01, .01, 3)
+    return (np.clip(hed2rgb(hed), 0, 1) * 255).round().astype(np.uint8)
+
+def plant_copies(tiles, kind: str, seed: int = 0, vqgan: nn.Module | None = None) -> np.ndarray:
+    "Copies of `tiles` changed as a generator or a pipeline might (`COPY_KINDS`); 'autoencoder' is the VQ-GAN's reconstruction of a noisy copy."
+    tiles, rng = as_tiles(tiles), np.random.default_rng(seed)
+    noise = lambda t: np.clip(t.astype(np.int16) + rng.integers(-8, 9, t.shape), 0, 255).astype(np.uint8)
+    flip = lambda t: dihedral(torch.from_numpy(t).permute(2, 0, 1), int(rng.integers(1, 8))).permute(1, 2, 0).numpy()
+    each = {'JPEG q75': _jpeg, 'flip/rotation': flip, 'shift ≤ 8 px': lambda t: _shift(t, rng), 'stain jitter': lambda t: _stain(t, rng),
+            'all of the above but stain': lambda t: _jpeg(noise(_shift(flip(t), rng)))}
+    if kind == 'noise ±8': return noise(tiles)
+    if kind == 'autoencoder':
+        if vqgan is None: raise ValueError("vqgan: the 'autoencoder' kind needs the VQ-GAN whose reconstructions are planted.")
+        return reconstruct(vqgan, noise(tiles))
+    if kind not in each: raise ValueError(f"kind: one of {COPY_KINDS}, got {kind!r}.")
+    return np.stack([each[kind](t) for t in tiles]) if len(tiles) else tiles
+
+def calibrate_copy_audit(tiles=None, vqgan: nn.Module | None = None, threshold: float = COPY_RATIO, seed: int = 0) -> pd.DataFrame:
+    "Share flagged by `nearest_training` for each kind of planted copy of the training tiles with tissue, and for held-out real tiles (false alarms)."
+    tiles = as_tiles(sample_data() if tiles is None else tiles)
+    train = tiles[split_indices(len(tiles))[0]]
+    src = train[tissue_fraction(train) >= TISSUE_MIN]
+    flagged = lambda fake, ref: nearest_training(fake, ref, threshold=threshold)['table'].flagged
+    rows = {kind: flagged(plant_copies(src, kind, seed), train).mean() for kind in COPY_KINDS[:-1]}
+    if vqgan is not None:
+        planted = plant_copies(src, 'autoencoder', seed, vqgan)
+        rows['autoencoder, against the reconstructions'] = flagged(planted, reconstruct(vqgan, train)).mean()
+        rows['autoencoder, against the raw tiles'] = flagged(planted, train).mean()
+    held = [flagged(tiles[te], tiles[tr])[tissue_fraction(tiles[te]) >= TISSUE_MIN] for tr, te in (split_indices(len(tiles), seed=s) for s in range(11))]
+    rows['held-out real tiles (false alarms)'] = pd.concat(held).mean()
+    n = [len(src)] * (len(rows) - 1) + [sum(map(len, held))]
+    return pd.DataFrame(dict(kind=list(rows), flagged=np.round(list(rows.values()), 3), n=n)).set_index('kind')
+
+COPY_CALIBRATION = dict(threshold=COPY_RATIO, false_alarm=0.0, n_held_out=170, n_planted=166,
+                        detection={'noise ±8': 1.0, 'JPEG q75': 1.0, 'flip/rotation': 1.0, 'shift ≤ 8 px': 0.988, 'stain jitter': 1.0,
+                                   'all of the above but stain': 0.994, 'autoencoder, against the reconstructions': 1.0,
+                                   'autoencoder, against the raw tiles': 0.0},
+                        source='calibrate_copy_audit on the 195 sample tiles; tiny VQ-GAN, 4 epochs on 32-px crops (17 dB)')
+
+def memorisation_markdown(mem: dict, n_fake: int, calibration: dict | None = None) -> str:
+    "The report's memorisation paragraph from the audit's figures (`copy_share`, `ratio_median`, `copy_threshold`; `recon_copy_share` when a run measured it) and the calibration."
+    cal = calibration or mem.get('calibration') or COPY_CALIBRATION
+    det = cal['detection']
+    geo = min(v for k, v in det.items() if not k.startswith('autoencoder'))
+    recon = ("Generated tiles are compared with the autoencoder's reconstructions of the training tiles, the closest a decoded "
+             "tile can come to its training tile" + (f" (the reconstructions themselves, audited against the raw tiles, are flagged "
+             f"in {mem['recon_copy_share']:.0%})" if 'recon_copy_share' in mem else "") + ". ") if 'reconstruction' in mem.get('reference', '') else ""
+    return (f"Copy audit in pixel space (each colour channel standardised, 8-px blocks, best of 8 flips/rotations and shifts up to "
+            f"±8 px): **{mem['copy_share']:.0%}** of {n_fake} generated tiles are flagged as copies of one training tile "
+            f"(d1/d2 < {mem['copy_threshold']:.2g}: the nearest training tile at least {1 / mem['copy_threshold']:.2g}× closer than "
+            f"the second); median d1/d2 **{mem['ratio_median']:.2f}** (near 1: no training tile stands out; near 0: copies). "
+            f"Tiles without tissue are not audited. {recon}Calibration on the sample tiles: {cal['false_alarm']:.0%} of "
+            f"{cal['n_held_out']} held-out real tiles flagged (false alarms); planted copies with noise ±8, JPEG q75, flips/rotations, "
+            f"shifts ≤ 8 px, stain jitter or all at once flagged in ≥ {geo:.0%}, the autoencoder's reconstructions in "
+            f"{det['autoencoder, against the reconstructions']:.0%} against the reconstructions. Per tile, with names and distances: "
+            "`nearest_training.csv`. The generated tiles closest to a training tile (top), each above its nearest training tile:")
 
 # %% ../nbs/06_eval.ipynb #7d8b65a6
 def colour_stats(tiles) -> dict:
