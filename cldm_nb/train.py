@@ -4,7 +4,7 @@
 
 # %% ../nbs/00a_train.ipynb #fa01558a
 from __future__ import annotations
-import atexit, contextvars, csv, dataclasses, datetime, fcntl, io, json, math, os, socket, sys, time, typing, warnings
+import atexit, contextvars, csv, dataclasses, datetime, fcntl, inspect, io, json, math, os, socket, sys, time, typing, warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -18,11 +18,11 @@ from tqdm import tqdm
 from .data import atomic_path
 
 # %% auto #0
-__all__ = ['LR_DECAYS', 'MAX_STEPS_VAR', 'StageConfig', 'save_checkpoint', 'load_checkpoint', 'resolve_device', 'seeded',
-           'count_params', 'dist_env', 'is_main', 'init_distributed', 'barrier', 'broadcast_object', 'shard_indices',
-           'gather_objects', 'shard_map', 'NonFiniteLossError', 'Trainer', 'optimise', 'autocast', 'check_lr_decay',
-           'lr_factor', 'state_dict', 'load_state', 'save', 'write_log', 'step_cap', 'fit', 'batch_random',
-           'RunLockedError', 'run_lock', 'torchrun_command', 'plot_log']
+__all__ = ['LR_DECAYS', 'MAX_STEPS_VAR', 'StageConfig', 'save_checkpoint', 'load_checkpoint', 'resolve_device', 'fast_cuda',
+           'make_optimizer', 'seeded', 'count_params', 'dist_env', 'is_main', 'init_distributed', 'barrier',
+           'broadcast_object', 'shard_indices', 'gather_objects', 'shard_map', 'NonFiniteLossError', 'Trainer',
+           'optimise', 'autocast', 'check_lr_decay', 'lr_factor', 'state_dict', 'load_state', 'save', 'write_log',
+           'step_cap', 'fit', 'batch_random', 'RunLockedError', 'run_lock', 'torchrun_command', 'plot_log']
 
 # %% ../nbs/00a_train.ipynb #fb0e1eb7
 def _plain(v):
@@ -81,6 +81,18 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise ValueError("device='cuda' was asked for but CUDA is not available; use device='cpu' or 'auto'.")
     return device
 
+def fast_cuda(device: torch.device) -> dict:
+    "On CUDA: TF32 matmuls and convolutions, and cuDNN's autotuner (fixed tile sizes: it pays from the second step). Returns the settings it applied (none elsewhere)."
+    if device.type != 'cuda': return {}
+    settings = {'matmul.allow_tf32': True, 'cudnn.allow_tf32': True, 'cudnn.benchmark': True}
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.benchmark = True
+    return settings
+
+def make_optimizer(cls: type, params, device: torch.device, **kw) -> torch.optim.Optimizer:
+    "`cls(params, **kw)`, fused into one kernel per step on CUDA where the optimiser has a fused form (Adam, AdamW), else torch's default."
+    fused = device.type == 'cuda' and 'fused' in inspect.signature(cls).parameters
+    return cls(params, **kw, **({'fused': True} if fused else {}))
+
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
     "Run a block (e.g. model construction) under `torch.manual_seed(seed)`, restoring the global RNG after."
@@ -98,8 +110,8 @@ def dist_env() -> tuple[int, int, int]:
     return tuple(int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('WORLD_SIZE', 1), ('LOCAL_RANK', 0)))
 
 def is_main() -> bool:
-    "Whether this process is rank 0, the one that writes files (always, in a plain process)."
-    return dist_env()[0] == 0
+    "Whether this process writes files: rank 0 (always, in a plain process); inside a rank's share of `shard_map`, every rank for its own items."
+    return _sharing()[0] == 0
 
 def init_distributed(device: torch.device) -> torch.device:
     "Under `torchrun` with more than one process: join the process group once (NCCL on CUDA, gloo on CPU). Returns `device`."
@@ -110,17 +122,17 @@ def init_distributed(device: torch.device) -> torch.device:
         atexit.register(dist.destroy_process_group)
     return device
 
+_alone = contextvars.ContextVar('alone', default=False)       # True inside a rank's share of `shard_map`
+
 def barrier() -> None:
-    "Wait until every rank gets here (a no-op in a plain process)."
-    if dist.is_initialized(): dist.barrier()
+    "Wait until every rank gets here (a no-op in a plain process, and inside a rank's share of `shard_map`)."
+    if _sharing()[1] > 1: dist.barrier()
 
 def broadcast_object(obj):
-    "Rank 0's `obj` on every rank (`obj` itself in a plain process)."
-    if not dist.is_initialized(): return obj
+    "Rank 0's `obj` on every rank (`obj` itself in a plain process and inside a share)."
+    if _sharing()[1] == 1: return obj
     box = [obj]; dist.broadcast_object_list(box, src=0)
     return box[0]
-
-_alone = contextvars.ContextVar('alone', default=False)       # True inside a rank's share of `shard_map`
 
 def _sharing() -> tuple[int, int]:
     "`(rank, world)` of the ranks that share work here: the process group's; `(0, 1)` in a plain process or inside a share."
@@ -152,15 +164,21 @@ class NonFiniteLossError(RuntimeError):
     "A loss became NaN or infinite; training stopped before the optimiser step."
 
 def _to_device(batch, device: torch.device):
-    "Move a tensor or a tuple/list/dict of tensors to `device`."
-    if isinstance(batch, torch.Tensor): return batch.to(device, non_blocking=True)
+    "Move a tensor or a tuple/list/dict of tensors to `device` (CPU tensors bound for CUDA through pinned memory, without blocking)."
+    if isinstance(batch, torch.Tensor):
+        if device.type == 'cuda' and batch.device.type == 'cpu' and not batch.is_pinned(): batch = batch.pin_memory()
+        return batch.to(device, non_blocking=True)
     if isinstance(batch, (list, tuple)): return type(batch)(_to_device(b, device) for b in batch)
     if isinstance(batch, dict): return {k: _to_device(v, device) for k, v in batch.items()}
     return batch
 
-def _fmt(parts: dict) -> str:
-    "Format a dict of scalars for messages."
-    return ', '.join(f"{k}={float(v):.4g}" for k, v in parts.items())
+def _resident(data, device: torch.device, budget_gb: float):
+    "Tensor data (a tensor or a tuple of them) moved to an accelerator once when it fits `budget_gb`; else as it is (batches then travel through pinned memory)."
+    tensors = data if isinstance(data, tuple) else (data,)
+    if device.type == 'cpu' or not all(isinstance(t, torch.Tensor) for t in tensors): return data
+    if sum(t.numel() * t.element_size() for t in tensors) > budget_gb * 2**30: return data
+    moved = tuple(t.to(device) for t in tensors)
+    return moved if isinstance(data, tuple) else moved[0]
 
 # %% ../nbs/00a_train.ipynb #f4ae7574
 class Trainer:
@@ -170,20 +188,23 @@ class Trainer:
                  epochs: int, batch_size: int, seed: int, device: str | torch.device | None = None,
                  frozen: tuple[str, ...] = (), amp: bool = True, grad_clip: float | None = None,
                  on_epoch_end: Callable[['Trainer', int], dict] | None = None, num_workers: int = 0,
-                 ckpt_minutes: float = 10., progress: bool = True, lr_decay: str | None = None):
+                 ckpt_minutes: float = 10., progress: bool = True, lr_decay: str | None = None, sync_steps: int = 100,
+                 resident_gb: float = 4.):
         check_lr_decay(lr_decay)
-        self.name, self.models, self.optimizers, self.step_fn, self.data, self.cfg = name, models, optimizers, step_fn, data, cfg
+        self.name, self.models, self.optimizers, self.step_fn, self.cfg = name, models, optimizers, step_fn, cfg
         self.out_dir, self.epochs, self.batch_size, self.seed = Path(out_dir), epochs, batch_size, seed
         self.device, self.frozen, self.amp, self.grad_clip = init_distributed(resolve_device(device)), tuple(frozen), amp, grad_clip
         self.on_epoch_end, self.num_workers, self.ckpt_minutes, self.progress = on_epoch_end, num_workers, ckpt_minutes, progress
-        self.lr_decay = lr_decay
+        self.lr_decay, self.sync_steps, self.saves = lr_decay, sync_steps, 0
+        fast_cuda(self.device)
+        self.data = _resident(data, self.device, resident_gb)
         for o in optimizers.values():
             for g in o.param_groups: g.setdefault('initial_lr', g['lr'])   # what a decay scales (kept in the optimiser's state)
         self.step, self.history, self.elapsed, self._sums = 0, [], 0., {}
-        self.rank, self.world = dist_env()[:2]
-        self.gen = torch.Generator()                       # this rank's randomness, re-seeded every step
-        self.batch_gen = self.gen if self.world == 1 else torch.Generator()   # the global batch's, the same on every rank
-        self._rows, self._global_n, self._share, self._counts = slice(None), 0, 1., {}
+        self.rank, self.world = _sharing()
+        self.gen = torch.Generator(self.device)             # this rank's randomness, re-seeded every step, on the device
+        self.batch_gen = self.gen if self.world == 1 else torch.Generator(self.device)   # the global batch's, the same on every rank
+        self._rows, self._global_n, self._share, self._counts, self._bad = slice(None), 0, 1., {}, {}
         for k, m in models.items():
             m.to(self.device)
             m.train(k not in self.frozen)
@@ -191,6 +212,10 @@ class Trainer:
 
     @property
     def ckpt_path(self) -> Path: return self.out_dir/f'{self.name}.pt'
+    @property
+    def metrics(self) -> dict[str, float]:
+        "The current epoch's mean of each metric so far (reads the device: once per `sync_steps`, not per step)."
+        return {k: float(v) / self._sums['n:' + k] for k, v in _global_sums(self).items()}
     @property
     def n_items(self) -> int: return len(self.data[0] if isinstance(self.data, tuple) else self.data)
     @property
@@ -204,19 +229,30 @@ class Trainer:
 
 # %% ../nbs/00a_train.ipynb #1a390e0b
 @torch.no_grad()
-def _check_finite(tr: Trainer, opt: str, loss: torch.Tensor, parts: dict | None):
-    "Raise `NonFiniteLossError` naming the step and the losses when `loss` is NaN/inf."
-    bad = not torch.isfinite(loss).item()
-    if tr.world > 1: bad = _all_sum(tr, [bad])[0] > 0      # every rank stops together
-    if bad:
-        raise NonFiniteLossError(f"{tr.name}: non-finite loss for optimiser '{opt}' at step {tr.step} "
-                                 f"(epoch {tr.epoch + 1}): loss={float(loss):.4g}" + (f"; {_fmt(parts)}" if parts else '')
-                                 + f". Nothing was updated; the last good checkpoint is {tr.ckpt_path}. "
-                                 "Lower the learning rate or check the input data.")
+def _note_finite(tr: Trainer, opt: str, loss: torch.Tensor, parts: dict | None) -> None:
+    "Remember, on the device, the first step whose `loss` (or a part) for `opt` is NaN/inf, with those values: no host sync."
+    vals = torch.stack([loss.detach().float().reshape(())] + [v.detach().float().reshape(()) for v in (parts or {}).values()])
+    key = (opt, ('loss', *(parts or {})))              # the losses a step reports may change along a stage (a GAN term starts)
+    first, kept = tr._bad.get(key, (None, None))
+    if first is None: first, kept = torch.full((), -1, device=vals.device), torch.zeros_like(vals)
+    new = ~torch.isfinite(vals).all() & (first < 0)
+    tr._bad[key] = (torch.where(new, tr.step, first), torch.where(new, vals, kept))
+
+def _check_finite(tr: Trainer) -> None:
+    "Raise `NonFiniteLossError` naming the first step (and its losses) whose loss was NaN/inf since the last check (every rank together)."
+    firsts = {key: int(f) for key, (f, _) in tr._bad.items()}
+    if tr.world > 1: firsts = dict(zip(firsts, _all_max(tr, list(firsts.values()))))
+    for (opt, names), step in sorted(firsts.items(), key=lambda kv: kv[1]):    # the earliest bad step
+        if step < 0: continue
+        vals = tr._bad[opt, names][1].tolist() if int(tr._bad[opt, names][0]) == step else None
+        losses = f": {', '.join(f'{k}={v:.4g}' for k, v in zip(names, vals))}" if vals else ' (on another rank)'
+        raise NonFiniteLossError(f"{tr.name}: non-finite loss for optimiser '{opt}' at step {step} "
+                                 f"(epoch {step // tr.steps_per_epoch + 1}){losses}. The weights since are not saved; the last good "
+                                 f"checkpoint is {tr.ckpt_path}. Lower the learning rate or check the input data.")
 
 def optimise(self: Trainer, opt: str, loss: torch.Tensor, parts: dict | None = None) -> None:
-    "Check `loss` is finite, then zero-grad, backward and step the optimiser named `opt` (at the decayed rate when `lr_decay`)."
-    _check_finite(self, opt, loss, parts)
+    "Note whether `loss` is finite (read at the next check), then zero-grad, backward and step the optimiser named `opt` (at the decayed rate when `lr_decay`)."
+    _note_finite(self, opt, loss, parts)
     o = self.optimizers[opt]
     o.zero_grad(set_to_none=True)
     loss.backward()
@@ -248,11 +284,11 @@ def lr_factor(decay: str | None, step: int, total: int) -> float:
 
 # %% ../nbs/00a_train.ipynb #1251d79c
 def state_dict(self: Trainer) -> dict:
-    "Everything needed to resume: weights, optimiser states, step, log, timing, config."
+    "Everything needed to resume: weights, optimiser states, step, log, timing, config (the epoch's metric sums as this rank holds them)."
     return dict(models={k: m.state_dict() for k, m in self.models.items()},
                 optimizers={k: o.state_dict() for k, o in self.optimizers.items()},
-                step=self.step, done=self.done, history=self.history, elapsed=self.elapsed, sums=self._sums,
-                config=self.cfg.to_dict(), config_class=type(self.cfg).__name__)
+                step=self.step, done=self.done, history=self.history, elapsed=self.elapsed,
+                sums={k: float(v) for k, v in self._sums.items()}, config=self.cfg.to_dict(), config_class=type(self.cfg).__name__)
 
 def _config_diff(saved: dict, now: dict) -> list[str]:
     "Fields (other than `epochs`) whose values differ between two config dicts."
@@ -268,12 +304,17 @@ def load_state(self: Trainer, ckpt: dict, path: Path | str = '') -> None:
                          "Use another output folder, or resume=False to start this stage afresh.")
     for k, m in self.models.items(): m.load_state_dict(ckpt['models'][k])
     for k, o in self.optimizers.items(): o.load_state_dict(ckpt['optimizers'][k])
-    self.step, self.history, self.elapsed, self._sums = ckpt['step'], list(ckpt['history']), ckpt['elapsed'], dict(ckpt['sums'])
+    self.step, self.history, self.elapsed = ckpt['step'], list(ckpt['history']), ckpt['elapsed']
+    self._sums = {k: v if self.rank == 0 or k.startswith('n:') else 0. for k, v in ckpt['sums'].items()}   # rank 0 holds the sums
 
 def save(self: Trainer) -> Path:
-    "Write the checkpoint atomically (under `torchrun`: the ranks' buffers first made one, then rank 0 writes)."
-    if self.world > 1 and self.step % self.steps_per_epoch: _sync_buffers(self)   # at an epoch's end `_end_epoch` just did
+    "Check the NaN guard, then write the checkpoint atomically (under `torchrun`: the ranks' buffers and metric sums first made one, then rank 0 writes)."
+    _check_finite(self)
+    if self.world > 1:
+        if self.step % self.steps_per_epoch: _sync_buffers(self)       # at an epoch's end `_end_epoch` just did
+        self._sums = {**self._sums, **{k: v if self.rank == 0 else torch.zeros_like(v) for k, v in _global_sums(self).items()}}
     if self.rank == 0: save_checkpoint(self.ckpt_path, self.state_dict())
+    self.saves += 1
     return self.ckpt_path
 
 Trainer.state_dict, Trainer.load_state, Trainer.save = state_dict, load_state, save
@@ -285,6 +326,9 @@ def _batches(self: Trainer, epoch: int, skip: int) -> Iterator:
     batches = [perm[i:i + self.batch_size] for i in range(0, self.n_items, self.batch_size)][skip:]
     shards = [_shard(len(b), self.rank, self.world) for b in batches]
     idx = [b[rows] for b, (rows, _) in zip(batches, shards)]
+    if isinstance(self.data, (torch.Tensor, tuple)) and idx:        # the epoch's indices go where the data is, in one copy
+        where = (self.data if isinstance(self.data, torch.Tensor) else self.data[0]).device
+        idx = torch.cat(idx).to(where).split([len(i) for i in idx])
     if isinstance(self.data, torch.Tensor): it = (self.data[i] for i in idx)
     elif isinstance(self.data, tuple): it = (tuple(d[i] for d in self.data) for i in idx)
     else: it = DataLoader(self.data, batch_sampler=[i.tolist() for i in idx], num_workers=self.num_workers,
@@ -315,11 +359,16 @@ def step_cap(n: int | None = None) -> int | None:
     return int(v) if n is None else min(n, int(v))
 
 # %% ../nbs/00a_train.ipynb #aec56624
+def _accumulate(self: Trainer, metrics: dict) -> None:
+    "Add a step's metrics (tensors stay on the device; under `torchrun` weighted by this rank's share) to the epoch's sums."
+    for k, v in metrics.items():         # each metric is averaged over the steps that report it
+        v = v.detach().double() if isinstance(v, torch.Tensor) else torch.tensor(float(v), dtype=torch.float64, device=self.device)
+        self._sums[k] = self._sums.get(k, 0.) + v * self._share
+        self._sums['n:' + k] = self._sums.get('n:' + k, 0) + 1
+
 def _end_epoch(self: Trainer, t0: float) -> None:
-    "Average the epoch's metrics, add `on_epoch_end` extras, log and checkpoint."
-    counts = {k[2:]: self._sums.pop(k) for k in [k for k in self._sums if k.startswith('n:')]}
-    row = dict(epoch=self.epoch, step=self.step, seconds=round(self.elapsed + time.time() - t0, 2),
-               **{k: v / counts[k] for k, v in self._sums.items()})
+    "Average the epoch's metrics, add `on_epoch_end` extras, log."
+    row = dict(epoch=self.epoch, step=self.step, seconds=round(self.elapsed + time.time() - t0, 2), **self.metrics)
     self._sums = {}
     if self.world > 1: _sync_buffers(self)
     if self.on_epoch_end: row.update(self.on_epoch_end(self, self.epoch) or {})
@@ -328,11 +377,12 @@ def _end_epoch(self: Trainer, t0: float) -> None:
 
 def fit(self: Trainer, resume: bool = True, max_steps: int | None = None) -> Trainer:
     "Train to the end (or `max_steps` more steps, at most `step_cap()`), resuming from `ckpt_path` when `resume`."
-    if resume and self.ckpt_path.exists(): self.load_state(load_checkpoint(self.ckpt_path, self.device), self.ckpt_path)
+    if resume and self.ckpt_path.exists():       # read onto the CPU: `load_state_dict` puts each tensor where its model and optimiser keep it
+        self.load_state(load_checkpoint(self.ckpt_path, 'cpu'), self.ckpt_path)
     self._counts = _int_buffers(self)
     max_steps = step_cap(max_steps)
     stop = self.total_steps if max_steps is None else min(self.total_steps, self.step + max_steps)
-    t0 = last_save = time.time(); start = self.step
+    t0 = last_save = time.time(); start, due = self.step, False
     bar = tqdm(total=self.total_steps, initial=self.step, desc=self.name, disable=not self.progress or self.rank > 0,
                dynamic_ncols=True, leave=True)
     try:
@@ -340,18 +390,17 @@ def fit(self: Trainer, resume: bool = True, max_steps: int | None = None) -> Tra
             for batch in self._batches(self.epoch, self.step % self.steps_per_epoch):
                 self.batch_gen.manual_seed(self.seed * 1_000_003 + self.step)
                 if self.world > 1: self.gen.manual_seed((self.seed * 1_000_003 + self.step) * 1_009 + 1 + self.rank)
-                metrics = {k: float(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in (self.step_fn(self, batch) or {}).items()}
-                due = time.time() - last_save > 60 * self.ckpt_minutes
-                if self.world > 1: metrics, due = _reduce_step(self, metrics, due)
-                for k, v in metrics.items():     # each metric is averaged over the steps that report it
-                    self._sums[k] = self._sums.get(k, 0.) + v; self._sums['n:' + k] = self._sums.get('n:' + k, 0) + 1
-                self.step += 1
-                bar.update(); bar.set_postfix({k: f'{v:.4g}' for k, v in metrics.items()}, refresh=False)
-                if self.step % self.steps_per_epoch == 0: self._end_epoch(t0); self.write_log()
+                _accumulate(self, self.step_fn(self, batch) or {})
+                self.step += 1; bar.update()
+                epoch_end = self.step % self.steps_per_epoch == 0
+                if epoch_end or self.step >= stop or self.step % self.sync_steps == 0:     # the only reads of the device
+                    _check_finite(self); bar.set_postfix({k: f'{v:.4g}' for k, v in self.metrics.items()}, refresh=False)
+                    due = _any_rank(self, time.time() - last_save > 60 * self.ckpt_minutes)
+                if epoch_end: self._end_epoch(t0); self.write_log()
                 if self.step >= stop: break
-                if self.step % self.steps_per_epoch == 0 or due:
-                    self.elapsed += time.time() - t0; t0 = last_save = time.time(); self.save()
-        if self.step > start:                              # a finished checkpoint is left as it is
+                if due:
+                    self.elapsed += time.time() - t0; t0 = last_save = time.time(); self.save(); due = False
+        if self.step > start:                              # the stage's end (or its budget's); a finished checkpoint is left as it is
             self.elapsed += time.time() - t0; t0 = time.time()
             self.save()
         barrier()                                          # the other ranks read what rank 0 wrote only after this
@@ -375,16 +424,23 @@ def batch_random(self: Trainer, draw: Callable[[int, torch.Generator], torch.Ten
     "Per-item randomness independent of the number of ranks: `draw(n, gen)` for the whole global batch of `n`, this rank's rows."
     return draw(self._global_n, self.batch_gen)[self._rows]
 
-def _all_sum(self: Trainer, values: list[float]) -> list[float]:
-    "`values` summed over the ranks (float64)."
-    t = torch.tensor(values, dtype=torch.float64, device=self.device)
-    dist.all_reduce(t)
+def _all_max(self: Trainer, values: list[int]) -> list[int]:
+    "Each of `values`, the largest over the ranks."
+    t = torch.tensor(values, dtype=torch.long, device=self.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t.tolist()
 
-def _reduce_step(self: Trainer, metrics: dict, due: bool) -> tuple[dict, bool]:
-    "The step's metrics over the global batch (share-weighted sums) and whether any rank wants a time-based save."
-    *vals, due = _all_sum(self, [v * self._share for v in metrics.values()] + [float(due)])
-    return dict(zip(metrics, vals)), due > 0
+def _any_rank(self: Trainer, flag: bool) -> bool:
+    "Whether `flag` holds on any rank (e.g. one wants a time-based save: then all save together)."
+    return bool(_all_max(self, [int(flag)])[0]) if self.world > 1 else flag
+
+def _global_sums(self: Trainer) -> dict[str, torch.Tensor]:
+    "The epoch's metric sums over the global batches: this rank's share-weighted sums, summed over the ranks (one all-reduce)."
+    sums = {k: torch.as_tensor(v, dtype=torch.float64, device=self.device) for k, v in self._sums.items() if not k.startswith('n:')}
+    if self.world > 1 and sums:
+        flat = torch.stack(list(sums.values())); dist.all_reduce(flat)
+        sums = dict(zip(sums, flat.unbind()))
+    return sums
 
 def _average_grads(self: Trainer, params: list[torch.Tensor]) -> None:
     "Replace each gradient by the share-weighted sum over the ranks: the gradient of the global batch's mean loss."
