@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from cldm_nb.data import load_tiles, sample_data, to_tensor
+from cldm_nb.data import load_tiles, sample_data
 import cldm_nb.vqgan as vqgan_mod
 from cldm_nb.vqgan import SelfAttention, VQGANConfig, vqgan_trainer
 
@@ -91,7 +91,7 @@ def main():
     args = ap.parse_args()
     if args.threads: torch.set_num_threads(args.threads)
     tiles = load_tiles(sample_data())[:32]
-    x = to_tensor(tiles[:16])                              # batch 16 of real tiles
+    x = torch.from_numpy(tiles[:16])                       # batch 16 of real tiles, uint8 NHWC as the trainer hands it
     # disc_start=0: the step includes the discriminator. The untrained LPIPS backbone costs what the real one does.
     rows = [bench('tiny', VQGANConfig.tiny(batch_size=16, disc_start=0), x, tiles, args.reps),
             bench('paper', VQGANConfig(disc_start=0, pretrained_lpips=False), x, tiles, args.reps)]

@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
@@ -212,9 +212,9 @@ def check_manifest(path: str | Path, tiles: np.ndarray) -> dict:
     return m
 
 # %% ../nbs/00_data.ipynb #62c292db
-def to_tensor(tiles: np.ndarray) -> torch.Tensor:
-    "uint8 `(N, H, W, 3)` (or one `(H, W, 3)`) → float32 NCHW in [0, 1], like torchvision's `ToTensor`."
-    t = torch.from_numpy(np.ascontiguousarray(tiles))
+def to_tensor(tiles: np.ndarray | torch.Tensor) -> torch.Tensor:
+    "uint8 `(N, H, W, 3)` (or one `(H, W, 3)`), an array or a tensor on any device → float32 NCHW in [0, 1], like torchvision's `ToTensor`."
+    t = tiles if isinstance(tiles, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(tiles))
     return (t.permute(*range(t.ndim - 3), -1, -3, -2).float() / 255)
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -238,12 +238,16 @@ def dataset_mean(tiles: np.ndarray, chunk: int = 1024) -> tuple[float, float, fl
 
 def random_affine(x: torch.Tensor, fill: Sequence[float], degrees: float = 5., translate: float = 0.05,
                   scale: tuple[float, float] = (0.95, 1.05), generator: torch.Generator | None = None) -> torch.Tensor:
-    "Randomly rotate, shift and scale each image of float NCHW `x`, filling the border with `fill`."
+    "Randomly rotate, shift (whole pixels) and scale each image of float NCHW `x` (square), filling the border with `fill`: one batched nearest-neighbour resampling on `x`'s device, drawn from `generator` (on that device too)."
     n, (h, w) = len(x), x.shape[-2:]
-    u = torch.rand(n, 4, generator=generator)
-    angle = (u[:, 0] * 2 - 1) * degrees
-    shift = ((u[:, 1:3] * 2 - 1) * translate * torch.tensor([w, h])).round()
+    u = torch.rand(n, 4, generator=generator, device=x.device)
+    angle = torch.deg2rad((u[:, 0] * 2 - 1) * degrees)
+    size = x.new_tensor([w, h])
+    shift = ((u[:, 1:3] * 2 - 1) * translate * size).round() * 2 / size          # whole pixels, in the grid's [−1, 1] units
     zoom = scale[0] + u[:, 3] * (scale[1] - scale[0])
-    return torch.stack([TF.affine(x[i], angle=float(angle[i]), translate=[int(shift[i, 0]), int(shift[i, 1])],
-                                  scale=float(zoom[i]), shear=[0.0, 0.0], fill=list(fill))
-                        for i in range(n)])
+    cos, sin = angle.cos() / zoom, angle.sin() / zoom
+    rot = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)   # R(−angle) / zoom
+    theta = torch.cat([rot, -(rot @ shift[:, :, None])], 2)                            # input point of each output point
+    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    out = F.grid_sample(torch.cat([x, torch.ones_like(x[:, :1])], 1), grid, mode='nearest', align_corners=False)
+    return out[:, :-1] + (1 - out[:, -1:]) * x.new_tensor(fill).view(1, -1, 1, 1)      # outside the image: `fill`

@@ -22,15 +22,16 @@ from tqdm.auto import tqdm
 
 from .data import atomic_path, dataset_mean, load_tiles, random_affine, to_uint8
 from .imsat import ClusterHead, assign_clusters, cluster_sizes, imsat_loss
-from .train import StageConfig, Trainer, barrier, check_lr_decay, init_distributed, is_main, load_checkpoint, resolve_device, seeded
+from .train import StageConfig, Trainer, barrier, check_lr_decay, init_distributed, is_main, load_checkpoint, make_optimizer, resolve_device, seeded
 from .vqgan import VQVAE, random_crops
 
 # %% auto #0
 __all__ = ['PREDICTIONS', 'T_SAMPLINGS', 'LATENT_NORMS', 'StepFn', 'SAMPLERS', 'LinearSchedule', 'UNetConfig',
            'timestep_embedding', 'ResBlock', 'SelfAttention2d', 'Level', 'MidBlock', 'DiffusionSpace', 'CondUNet',
            'draw_timesteps', 'PhaseConfig', 'LDMConfig', 'encode_latents', 'latents_on_disk', 'phase_step',
-           'model_spec', 'phase_trainer', 'train_phase', 'build_models', 'unit_variance_scale', 'latent_whitening',
-           'train_ldm', 'latent_range', 'load_ldm', 'denoise', 'sample', 'ExactDenoiser', 'SampleConfig']
+           'model_spec', 'EMA', 'phase_trainer', 'train_phase', 'build_models', 'unit_variance_scale',
+           'latent_whitening', 'train_ldm', 'latent_range', 'load_ldm', 'denoise', 'sample', 'ExactDenoiser',
+           'SampleConfig']
 
 # %% ../nbs/04_diffusion.ipynb #74946f76
 def _gather(coef: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -50,19 +51,25 @@ class LinearSchedule:
         self.T, self.beta_start, self.beta_end = T, beta_start, beta_end
         self.betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
         self.alpha_bars = torch.cumprod(1 - self.betas, 0)
+        self._on = {}                                   # device → its copies of the coefficients
 
     def __repr__(self) -> str: return f"LinearSchedule(T={self.T}, beta_start={self.beta_start}, beta_end={self.beta_end})"
 
     def _check_t(self, t: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.long)
-        if t.numel() and (t.min() < 0 or t.max() >= self.T):
+        if t.numel() and t.device.type == 'cpu' and (t.min() < 0 or t.max() >= self.T):   # on a GPU, a read would stall it
             raise ValueError(f"t: time steps must lie in 0…{self.T - 1}, got {int(t.min())}…{int(t.max())}.")
         return t
+
+    def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        "√ᾱ and √(1−ᾱ) for every t, on `device` (copied there once)."
+        if device not in self._on: self._on[device] = (self.alpha_bars.sqrt().to(device), (1 - self.alpha_bars).sqrt().to(device))
+        return self._on[device]
 
     def _coefs(self, t, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "√ᾱ_t and √(1−ᾱ_t) shaped to broadcast against `like`; `t` an int or a LongTensor `(N,)`."
         t = self._check_t(t).to(like.device).expand(len(like))
-        return _gather(self.alpha_bars.sqrt(), t, like), _gather((1 - self.alpha_bars).sqrt(), t, like)
+        return tuple(_gather(c, t, like) for c in self._tables(like.device))
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         "Forward process: √ᾱ_t·x0 + √(1−ᾱ_t)·noise, with `t` a LongTensor `(N,)` of time steps."
@@ -236,16 +243,25 @@ class DiffusionSpace(nn.Module):
         self.register_buffer('latent_scale', torch.tensor(float(latent_scale)))   # set by `train_ldm`, like the two below
         self.register_buffer('latent_mean', torch.zeros(channels, dtype=torch.float64))   # stays 0 … (float64: whitening
         self.register_buffer('latent_whiten', torch.eye(channels, dtype=torch.float64))   # … and I     can be ill-conditioned)
+        self._whitened = False
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args):
         for name in ('latent_mean', 'latent_whiten'): state_dict.setdefault(prefix + name, getattr(self, name))   # older checkpoints
         super()._load_from_state_dict(state_dict, prefix, *args)
+        self._whitened = self._has_whitening()
+
+    def set_whitening(self, mean: torch.Tensor, whiten: torch.Tensor) -> None:
+        "Set the mean and the matrix of the map (the scale is `latent_scale`)."
+        self.latent_mean.copy_(mean); self.latent_whiten.copy_(whiten); self._whitened = self._has_whitening()
+
+    def _has_whitening(self) -> bool:
+        return bool(self.latent_mean.any()) or not torch.equal(
+            self.latent_whiten, torch.eye(len(self.latent_whiten), dtype=torch.float64, device=self.latent_whiten.device))
 
     @property
     def whitened(self) -> bool:
-        "Whether the map has a mean or a matrix (else it is the paper's single scale)."
-        return bool(self.latent_mean.any()) or not torch.equal(self.latent_whiten, torch.eye(len(self.latent_whiten), dtype=torch.float64,
-                                                                                             device=self.latent_whiten.device))
+        "Whether the map has a mean or a matrix (else it is the paper's single scale): read from the buffers when they are set or loaded, never in a step."
+        return self._whitened
 
     def to_diffusion(self, z: torch.Tensor) -> torch.Tensor:
         "VQ latents `(N, C, H, W)` → diffusion space (whitening in float64, returned in `z`'s dtype)."
@@ -320,7 +336,7 @@ class CondUNet(DiffusionSpace):
         if cond.shape != z.shape[:1] or cond.dtype != torch.long:
             raise ValueError(f"cond: expected a LongTensor of {len(z)} cluster ids, got {cond.dtype} {tuple(cond.shape)}.")
         k = self.cfg.n_clusters + self.cfg.null_cluster
-        if len(cond) and (cond.min() < 0 or cond.max() >= k):
+        if len(cond) and cond.device.type == 'cpu' and not torch.compiler.is_compiling() and (cond.min() < 0 or cond.max() >= k):   # on a GPU, a read would stall it
             raise ValueError(f"cond: cluster ids must lie in 0…{k - 1}" + (f" ({k - 1}: no cluster)" if self.cfg.null_cluster else '')
                              + f", got {int(cond.min())}…{int(cond.max())}.")
 
@@ -346,9 +362,10 @@ T_SAMPLINGS = (None, 'logit_normal')
 LATENT_NORMS = (None, 'whiten')
 
 def draw_timesteps(n: int, T: int, how: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    "`n` training time steps in 0…T−1: uniform (None, the paper), or 'logit_normal': t = ⌊T·sigmoid(u)⌋, u ~ N(0, 1) (Esser et al. 2024), most often mid-chain."
-    if how is None: return torch.randint(0, T, (n,), generator=generator)
-    return (torch.sigmoid(torch.randn(n, generator=generator, dtype=torch.float64)) * T).long().clamp(max=T - 1)
+    "`n` training time steps in 0…T−1 (on `generator`'s device): uniform (None, the paper), or 'logit_normal': t = ⌊T·sigmoid(u)⌋, u ~ N(0, 1) (Esser et al. 2024), most often mid-chain."
+    device = generator.device if generator is not None else None
+    if how is None: return torch.randint(0, T, (n,), generator=generator, device=device)
+    return (torch.sigmoid(torch.randn(n, generator=generator, dtype=torch.float64, device=device)) * T).long().clamp(max=T - 1)
 
 @dataclasses.dataclass
 class PhaseConfig(StageConfig):
@@ -373,6 +390,7 @@ class PhaseConfig(StageConfig):
     lr_decay: str | None = None      # 'cosine': the learning rate decays to 0 over the phase (None: constant, the paper)
     t_sampling: str | None = None    # training time steps: None, uniform (the paper); 'logit_normal' favours mid-chain (draw_timesteps)
     crop: int | None = None          # the U-Net trains on random crop×crop windows of the latents (None: whole latents, the paper)
+    compile: bool = False            # torch.compile the U-Net (a speed setting: the same training; off until measured on a GPU)
 
     def __post_init__(self):
         if self.optimizer not in _OPTIMIZERS: raise ValueError(f"optimizer: one of {sorted(_OPTIMIZERS)}, got {self.optimizer!r}.")
@@ -470,14 +488,14 @@ def phase_step(cfg: PhaseConfig, vqgan: VQVAE, fill: tuple[float, float, float],
     schedule = cfg.schedule()
     def step(tr: Trainer, batch: tuple) -> dict:
         unet, head = tr.models['unet'], tr.models['head']
-        t = draw_timesteps(len(batch[0]), schedule.T, cfg.t_sampling, tr.gen).to(tr.device)
+        t = draw_timesteps(len(batch[0]), schedule.T, cfg.t_sampling, tr.gen)     # noise, time steps, drops: on the device
         x_aug = random_affine(_as_float(batch[-1]), fill, generator=tr.gen) if cfg.imsat else None
         with torch.no_grad():                        # fp32 encodes, like the cached latents
             z0 = batch[0] if cached else vqgan.encode(_as_float(batch[0]))[0]
             z_aug = vqgan.encode(x_aug)[0] if cfg.imsat else None
         z_in = random_crops(tr, z0, cfg.crop) if cfg.crop else z0     # the head still sees whole latents
-        noise = torch.randn(z_in.shape, generator=tr.gen).to(tr.device)
-        drop = (torch.rand(len(z0), generator=tr.gen) < cfg.p_uncond).to(tr.device) if cfg.p_uncond else None
+        noise = torch.randn(z_in.shape, generator=tr.gen, device=tr.device)
+        drop = torch.rand(len(z0), generator=tr.gen, device=tr.device) < cfg.p_uncond if cfg.p_uncond else None
         with tr.autocast():
             with torch.set_grad_enabled(cfg.train_head): logits = head(z0)
             cond = logits.argmax(1) if drop is None else torch.where(drop, unet.null_id, logits.argmax(1))
@@ -500,6 +518,21 @@ def model_spec(unet: CondUNet, head: ClusterHead) -> dict:
     return dict(unet=unet.cfg.to_dict(),
                 head=dict(z_channels=head.z_channels, n_clusters=head.n_clusters, hidden=head.net[0].out_channels,
                           final_activation=head.final_activation, negative_slope=head.net[2].negative_slope))
+
+class EMA(AveragedModel):
+    "torch's `AveragedModel` keeping an exponential moving average (`get_ema_multi_avg_fn`), updated without reading its step counter on the host at every step."
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
+        self._started = None                        # whether it has averaged yet: read from `n_averaged` once (a resume restores it)
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        if self._started is None: self._started = bool(self.n_averaged > 0)
+        mine, theirs = list(self.module.parameters()), [p.detach() for p in model.parameters()]
+        if self._started: self.multi_avg_fn(mine, theirs, self.n_averaged)
+        else: torch._foreach_copy_(mine, theirs); self._started = True
+        for b, b_model in zip(self.module.buffers(), model.buffers()): b.copy_(b_model)
+        self.n_averaged += 1
 
 class _PhaseTrainer(Trainer):
     "A `Trainer` whose checkpoints also carry `model_spec` of the U-Net and the head."
@@ -533,15 +566,17 @@ def phase_trainer(name: str, unet: CondUNet, head: ClusterHead, tiles: np.ndarra
     if cfg.p_uncond and unet.null_id is None:
         raise ValueError("p_uncond: this U-Net has no 'no cluster' token; build it with UNetConfig(null_cluster=True).")
     unet.schedule = cfg.schedule()                  # before the EMA copy is made: sampling uses what training used
-    unet.requires_grad_(True); head.requires_grad_(cfg.train_head)
+    unet.to(device).requires_grad_(True); head.to(device).requires_grad_(cfg.train_head)
+    if cfg.compile: unet.compile()                  # in place: the state dict keeps its names
     params = list(unet.parameters()) + (list(head.parameters()) if cfg.train_head else [])
-    opt = _OPTIMIZERS[cfg.optimizer](params, lr=cfg.lr)
+    opt = make_optimizer(_OPTIMIZERS[cfg.optimizer], params, device, lr=cfg.lr)
     data = (tiles_t,) if latents is None else (latents, tiles_t) if cfg.imsat else (latents,)
     models = dict(unet=unet, head=head)
-    if cfg.ema_decay: models['ema'] = AveragedModel(unet, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
+    if cfg.ema_decay: models['ema'] = EMA(unet, cfg.ema_decay)
     return _PhaseTrainer(name, models, dict(opt=opt), phase_step(cfg, vqgan, dataset_mean(tiles), latents is not None),
                          data, cfg, out_dir, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
                          frozen=('ema',) + (() if cfg.train_head else ('head',)), amp=cfg.amp, progress=progress, lr_decay=cfg.lr_decay,
+                         resident_gb=cfg.cache_gb,
                          on_epoch_end=None if latents is None else _cluster_report(latents, head.n_clusters))
 
 def train_phase(name: str, unet: CondUNet, head: ClusterHead, tiles: np.ndarray | str | Path, vqgan: VQVAE,
@@ -589,10 +624,10 @@ def train_ldm(tiles: np.ndarray | str | Path, vqgan: VQVAE, cfg: LDMConfig | Non
     unet, head = build_models(cfg, vqgan.cfg.z_channels)
     tr = phase_trainer('ldm', unet, head, tiles, vqgan, cfg, out_dir, device, progress)
     first = tr.data[0][:1024]                           # the cached latents, or (when they did not fit) uint8 tiles
-    first = first if first.is_floating_point() else encode_latents(vqgan, first, device=tr.device)
+    first = (first if first.is_floating_point() else encode_latents(vqgan, first, device=tr.device)).to(tr.device)
     if cfg.latent_norm == 'whiten':
         mean, whiten = latent_whitening(first)
-        unet.latent_mean.copy_(mean); unet.latent_whiten.copy_(whiten)
+        unet.set_whitening(mean, whiten)
     scale = cfg.latent_scale or (1. if cfg.latent_norm else unit_variance_scale(first))
     unet.latent_scale.fill_(scale * (cfg.signal_scale or 1.))          # a resumed checkpoint brings back its own
     unet.x0_range.copy_(latent_range(unet.to_diffusion(first)))

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchvision
 
 from .data import TileDataset, atomic_path, load_tiles, to_tensor
-from .train import StageConfig, Trainer, check_lr_decay, load_checkpoint, resolve_device, save_checkpoint, seeded
+from .train import StageConfig, Trainer, check_lr_decay, load_checkpoint, make_optimizer, resolve_device, save_checkpoint, seeded
 
 # %% auto #0
 __all__ = ['CODEBOOK_NORMS', 'QUANTIZERS', 'VQGANConfig', 'ResBlock', 'SelfAttention', 'MidBlock', 'CodeUsage', 'VectorQuantizer',
@@ -432,16 +432,18 @@ def random_crops(tr: Trainer, x: torch.Tensor, size: int) -> torch.Tensor:
     "A random `size`×`size` window of each image of NCHW `x`, drawn per tile of the global batch from the step's generator (the same on any number of ranks, and on resume)."
     h, w = x.shape[-2:]
     if size > min(h, w): raise ValueError(f"crop: {size} px is larger than the {h}×{w} tiles; use crop ≤ {min(h, w)} or None.")
-    corner = tr.batch_random(lambda n, g: torch.stack([torch.randint(0, h - size + 1, (n,), generator=g),
-                                                       torch.randint(0, w - size + 1, (n,), generator=g)], 1))
-    return torch.stack([xi[:, top:top + size, left:left + size] for xi, (top, left) in zip(x, corner.tolist())]
-                       ).contiguous(memory_format=torch.channels_last)
+    corner = tr.batch_random(lambda n, g: torch.stack([torch.randint(0, h - size + 1, (n,), generator=g, device=g.device),
+                                                       torch.randint(0, w - size + 1, (n,), generator=g, device=g.device)], 1))
+    offsets = torch.arange(size, device=x.device)
+    rows, cols = (corner[:, :1] + offsets)[:, :, None], (corner[:, 1:] + offsets)[:, None, :]   # gathered on the device: no host sync
+    return x[torch.arange(len(x), device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 def _vqgan_step(cfg: VQGANConfig, lpips_net: lpips.LPIPS | None):
     "The step function for `Trainer`: generator update (after `epochs`, the decoder's alone), then (from `disc_start`) discriminator update; on random crops when `cfg.crop`."
     weights = dict(mse=1., codebook=cfg.codebook_weight, commitment=cfg.beta, g_adv=cfg.disc_weight)
     def step(tr: Trainer, x: torch.Tensor) -> dict:
         vq, disc = tr.models['vqvae'], tr.models['disc']
+        x = to_tensor(x)                                   # uint8 NHWC batch → float NCHW in [0, 1], on its device
         if cfg.crop: x = random_crops(tr, x, cfg.crop)
         adversarial, decoder_only = tr.step >= cfg.disc_start, tr.epoch >= cfg.epochs
         w = dict(weights, lpips=cfg.decoder_perceptual_weight if decoder_only else cfg.perceptual_weight)
@@ -489,13 +491,15 @@ def vqgan_trainer(tiles: np.ndarray | str | Path, cfg: VQGANConfig | None = None
     "The VQ-GAN stage as a `Trainer` (not yet run): models, optimisers, step and epoch report. `tiles`: uint8 `(N, H, W, 3)` or a folder/.npy."
     cfg = cfg or VQGANConfig()
     if isinstance(tiles, (str, Path)): tiles = load_tiles(tiles)
-    data, device = TileDataset(tiles), resolve_device(device)
+    data = torch.from_numpy(np.ascontiguousarray(TileDataset(tiles).tiles))   # checked uint8 NHWC; on a GPU it stays there when it fits
+    device = resolve_device(device)
     with seeded(cfg.seed):
         vq, disc = VQVAE(cfg), PatchDiscriminator(cfg)
         lp = lpips_vgg(cfg.pretrained_lpips).to(device) if cfg.uses_lpips else None
-    opts = dict(g=torch.optim.Adam(vq.parameters(), cfg.lr, betas=cfg.betas),
-                d=torch.optim.Adam(disc.parameters(), cfg.lr, betas=cfg.betas))
-    if cfg.decoder_epochs: opts['dec'] = torch.optim.Adam(vq.decoder.parameters(), cfg.decoder_lr, betas=cfg.betas)
+    vq.to(device); disc.to(device)                     # before the optimisers: fused Adam on CUDA
+    adam = lambda params, lr: make_optimizer(torch.optim.Adam, params, device, lr=lr, betas=cfg.betas)
+    opts = dict(g=adam(vq.parameters(), cfg.lr), d=adam(disc.parameters(), cfg.lr))
+    if cfg.decoder_epochs: opts['dec'] = adam(vq.decoder.parameters(), cfg.decoder_lr)
     grid = to_tensor(tiles[:cfg.grid_n])
     return Trainer('vqgan', dict(vqvae=vq, disc=disc), opts, _vqgan_step(cfg, lp), data, cfg, out_dir,
                    epochs=cfg.epochs + cfg.decoder_epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=device, amp=cfg.amp,
