@@ -21,8 +21,8 @@ from .data import save_figure
 
 # %% auto #0
 __all__ = ['INDICES', 'HIGHER_IS_BETTER', 'INDEX_NAMES', 'calinski_harabasz', 'hartigan', 'PairStats', 'pair_stats', 'c_index',
-           'dunn', 'mcclain_rao', 'validity_indices', 'brute_force_indices', 'validity_table', 'voting_rows', 'best_k',
-           'plot_validity']
+           'dunn', 'mcclain_rao', 'validity_indices', 'brute_force_indices', 'validity_table', 'smallest_cluster',
+           'may_vote', 'voting_rows', 'best_k', 'not_voting', 'plot_validity']
 
 # %% ../nbs/03_validity.ipynb #58b063b4
 def _check(X, labels, device=None) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -339,16 +339,26 @@ def validity_table(data, labellings: Mapping | None = None, **kw) -> pd.DataFram
     table.attrs['n_clusters'] = used
     return table
 
-def voting_rows(table: pd.DataFrame) -> pd.DataFrame:
-    "The rows that vote: with a `clusters_used` column, the Ks whose labelling uses all K clusters (every row when none does)."
-    if 'clusters_used' not in table: return table
-    full = table[table['clusters_used'] == table.index]
-    return full if len(full) else table
+def smallest_cluster(labels, k: int) -> float:
+    "The smallest of the `k` clusters' sizes as a fraction of an even share (n/k): 1 when all are equal, 0 when one is empty."
+    return float(np.bincount(np.asarray(labels), minlength=k)[:k].min() * k / len(labels))
 
-def best_k(table: pd.DataFrame, return_votes: bool = False):
+def may_vote(table: pd.DataFrame, min_cluster: float = 0.) -> pd.Series:
+    "Per K, whether it may vote: its labelling uses all K clusters (`clusters_used` column) and its smallest cluster holds at least `min_cluster` of an even share (`smallest_cluster` column)."
+    ok = pd.Series(True, index=table.index)
+    if 'clusters_used' in table: ok &= table['clusters_used'] == table.index
+    if 'smallest_cluster' in table: ok &= table['smallest_cluster'] >= min_cluster
+    return ok
+
+def voting_rows(table: pd.DataFrame, min_cluster: float = 0.) -> pd.DataFrame:
+    "The rows that vote: those that `may_vote`, or every row when none may."
+    ok = may_vote(table, min_cluster)
+    return table[ok] if ok.any() else table
+
+def best_k(table: pd.DataFrame, return_votes: bool = False, min_cluster: float = 0.):
     "K chosen by vote of the five indices among `voting_rows` (ties: see above); with `return_votes`, also `{index: K it voted for}`."
     if missing := [c for c in INDICES if c not in table.columns]: raise ValueError(f"table: missing columns {missing}; make it with validity_table.")
-    table, votes = voting_rows(table), {}
+    table, votes = voting_rows(table, min_cluster), {}
     for c in INDICES:
         s = table[c].dropna()
         if len(s): votes[c] = int(s.index[s == (s.max() if HIGHER_IS_BETTER[c] else s.min())].min())
@@ -359,11 +369,17 @@ def best_k(table: pd.DataFrame, return_votes: bool = False):
     k = min(tied, key=lambda k: (mean_rank[k], k))
     return (k, votes) if return_votes else k
 
-def plot_validity(table: pd.DataFrame, path: str | Path | None = None):
+def not_voting(table: pd.DataFrame) -> str:
+    "Why the rows of `table` may not vote: clusters left empty, or a cluster too small."
+    why = lambda k, r: (f"K = {k} ({int(r['clusters_used'])} used)" if 'clusters_used' in r and r['clusters_used'] != k
+                        else f"K = {k} (smallest cluster {r['smallest_cluster']:.2f} of an even share)")
+    return ', '.join(why(k, r) for k, r in table.iterrows())
+
+def plot_validity(table: pd.DataFrame, path: str | Path | None = None, min_cluster: float = 0.):
     "The five index curves over K with each index's best K circled and the chosen K dashed; saved as PNG when `path` is given."
     import matplotlib.pyplot as plt
-    k, votes = best_k(table, return_votes=True)
-    out = table.drop(voting_rows(table).index)                      # Ks that leave clusters empty: crossed out
+    k, votes = best_k(table, return_votes=True, min_cluster=min_cluster)
+    out = table.drop(voting_rows(table, min_cluster).index)         # Ks that leave a cluster empty or too small: crossed out
     fig, axs = plt.subplots(1, len(INDICES), figsize=(3.2 * len(INDICES), 3), sharex=True)
     for ax, c in zip(axs, INDICES):
         ax.plot(table.index, table[c], 'o-', ms=4, color='C0')
@@ -373,8 +389,7 @@ def plot_validity(table: pd.DataFrame, path: str | Path | None = None):
         ax.set_title(f"{INDEX_NAMES[c]} ({'higher' if HIGHER_IS_BETTER[c] else 'lower'} is better)", fontsize=9)
         ax.set_xticks(table.index); ax.set_xlabel('K')
     fig.suptitle(f"chosen K = {k}: {sum(v == k for v in votes.values())} of {len(votes)} votes"
-                 + (f"; not voting (×), clusters left empty: {', '.join(f'K = {i} ({n} used)' for i, n in out['clusters_used'].items())}"
-                    if len(out) else ''), fontsize=11)
+                 + (f"; not voting (×): {not_voting(out)}" if len(out) else ''), fontsize=11)
     fig.tight_layout()
     if path is not None: save_figure(fig, path)
     return fig
