@@ -15,16 +15,16 @@ import torch
 
 import cldm_nb
 from .data import check_manifest, load_tiles, read_manifest, sample_data, split_indices, write_json, write_manifest, atomic_path
-from .train import StageConfig, barrier, broadcast_object, init_distributed, is_main, resolve_device, run_lock, shard_map
+from .train import StageConfig, barrier, broadcast_object, dist_env, init_distributed, is_main, resolve_device, run_lock, shard_map
 from .vqgan import VQGANConfig, train_vqgan, lpips_vgg, vgg16_cache_file, install_offline_lpips_weights
 from .imsat import assign_clusters, cluster_features, cluster_probs
-from .validity import validity_table, best_k, voting_rows, plot_validity, INDICES
+from .validity import validity_table, best_k, may_vote, not_voting, smallest_cluster, voting_rows, plot_validity, INDICES
 from .diffusion import LDMConfig, UNetConfig, SampleConfig, train_ldm, encode_latents, load_ldm, sample
 from .finetune import Finetune1Config, Finetune2Config, finetune1, finetune2
 from .eval import (generate_for, evaluate_pairs, cluster_accuracy, plot_cluster_accuracy, cluster_gallery,
                           generated_gallery, write_label_template, as_tiles, as_features, derive_seed, vgg16_features, image_features,
                           kid, quality_report, feature_space_name, plot_nearest, reconstruction_psnr, reconstruct,
-                          nearest_training)
+                          nearest_training, memorisation_markdown)
 from .slides import load_data, map_run_slides
 
 # %% auto #0
@@ -57,6 +57,7 @@ class RunConfig(StageConfig):
     feature_size: int = 224             # tiles resized to this for the VGG16 feature space (KID, FD, precision/recall, audit)
     sweep_tiles: int = 500              # per K of the sweep: tiles generated (clusters drawn as in the training set) for KID and accuracy
     sweep_steps: int | None = None      # their sampling steps (None: those of `sampling`)
+    min_cluster: float = 0.25           # a K votes only if its smallest cluster holds this fraction of an even share (n/K) of the training tiles
     vqgan: VQGANConfig = field(default_factory=VQGANConfig)
     ldm: LDMConfig = field(default_factory=LDMConfig)
     finetune1: Finetune1Config = field(default_factory=Finetune1Config)
@@ -231,10 +232,17 @@ def _sweep_qualities(vq, labels: dict, features: np.ndarray, cfg: RunConfig, out
     if not is_main(): return
     for k, q in zip(todo, done): write_json(out/f'k{k}'/'sweep_quality.json', q)
 
+def _train_k(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: Path, device, k: int) -> tuple[np.ndarray, dict]:
+    "One K's joint stage, trained by this rank alone; its head's labels of the training tiles and when (and by which rank) it trained."
+    start, rank = time.time(), dist_env()[0]
+    head = train_ldm(train, vq, cfg.for_k(k), out/f'k{k}', device=device, progress=rank == 0)[1]
+    return assign_clusters(head, latents), dict(rank=rank, start=start, end=time.time())
+
 def k_sweep(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: Path, device,
             features: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
-    "Joint training for each K; the validity table (also `validity.csv`/`.png`; rank 0, `None` on the others), with KID and accuracy per K given `features`, and each K's labels."
-    labels = {k: assign_clusters(train_ldm(train, vq, cfg.for_k(k), out/f'k{k}', device=device)[1], latents) for k in cfg.ks}
+    "Joint training for each K, the Ks shared among the ranks (a K per rank at a time); the validity table (also `validity.csv`/`.png`; rank 0, `None` on the others), with KID and accuracy per K given `features`, and each K's labels. The table's `attrs['trained']` says which rank trained each K, when."
+    trained = shard_map(lambda k: _train_k(train, vq, latents, cfg, out, device, k), cfg.ks)
+    labels = {k: y for k, (y, _) in zip(cfg.ks, trained)}
     if features is not None: _sweep_qualities(vq, labels, features, cfg, out, device)
     if not is_main(): return None, labels
     cfeatures = cluster_features(latents)
@@ -244,22 +252,26 @@ def k_sweep(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: P
         warnings.warn(f"K={k}: the cluster head put every tile in one cluster; its validity indices are left empty (NaN).")
     table = (validity_table(cfeatures, scored) if scored else pd.DataFrame(columns=list(INDICES))).reindex(cfg.ks).rename_axis('K')
     table['clusters_used'] = [len(np.unique(labels[k])) for k in table.index]
+    table['smallest_cluster'] = [round(smallest_cluster(labels[k], k), 4) for k in table.index]
     if quality: table = table.join(pd.DataFrame.from_dict(quality, orient='index'))
+    t0 = min(t['start'] for _, t in trained) if trained else 0.
+    table.attrs['trained'] = {k: dict(rank=t['rank'], start=round(t['start'] - t0, 2), end=round(t['end'] - t0, 2)) for k, (_, t) in zip(cfg.ks, trained)}
     with atomic_path(out/'validity.csv') as f: table.to_csv(f)
-    if scored: plot_validity(table, out/'validity.png')
+    if scored: plot_validity(table, out/'validity.png', cfg.min_cluster)
     return table, labels
 
-def choose_k(table: pd.DataFrame) -> int:
-    "K by the indices' vote (`best_k`: only the Ks whose head uses all K clusters vote, when any does), naming the others in a warning; when no K gave two or more clusters, the smallest K, with a warning."
+def choose_k(table: pd.DataFrame, min_cluster: float = 0.) -> int:
+    "K by the indices' vote (`best_k`: only the Ks whose head uses all K clusters, none under `min_cluster` of an even share, vote, when any does), naming the others in a warning; when no K gave two or more clusters, the smallest K, with a warning."
     scored = table[table[list(INDICES)].notna().any(axis=1)]
     if scored.empty:
         warnings.warn(f"no K in {list(table.index)} gave two or more clusters; continuing with K={table.index[0]}. "
                       "Train longer (more epochs) for a meaningful clustering.")
         return int(table.index[0])
-    if short := [f"K={k} uses {n}" for k, n in scored.get('clusters_used', pd.Series(dtype=int)).items() if n != k]:
-        warnings.warn(f"{', '.join(short)} of its clusters: " + ("left out of the vote (a K that leaves a cluster empty is a smaller K)."
-                      if len(voting_rows(scored)) < len(scored) else "no K uses all its clusters, so every K votes; train the joint stage longer or lower --k."))
-    return best_k(scored)
+    if not (ok := may_vote(scored, min_cluster)).all():
+        warnings.warn(f"left out of the vote: {not_voting(scored[~ok])} (a K that leaves a cluster empty or under {min_cluster:g} of an even "
+                      "share is a smaller K)." if ok.any() else f"no K may vote ({not_voting(scored)}), so every K votes: "
+                      "train the joint stage longer or lower --k.")
+    return best_k(scored, min_cluster=min_cluster)
 
 # %% ../nbs/07_pipeline.ipynb #31758047
 def write_clusters(out: Path, tiles: np.ndarray, train_idx: np.ndarray, train_latents: torch.Tensor, vq, head, device) -> pd.DataFrame:
@@ -372,21 +384,6 @@ def _reconstruction_markdown(rec: dict | None) -> str:
     return (f"Reconstruction PSNR: **{test}**; {line(rec['train'], 'training')}. Generated tiles are decoded by this "
             "autoencoder, so they can be no sharper than its reconstructions (~25 dB keeps nuclei and lumina on H&E tiles).")
 
-def _memorisation_markdown(mem: dict, n_fake: int) -> str:
-    "The report's memorisation paragraph: the audit's result, and (runs since the audit uses reconstructions) why it uses them."
-    recon = 'reconstructions' in mem.get('reference', '')
-    what = "training tile, each seen through the autoencoder (its reconstruction, the closest a decoded tile can come to it)," if recon else "training tile"
-    verdict = ("so an audit against the raw tiles would catch copies too" if recon and mem['recon_own_nearest'] >= 0.8 else
-               "so at this autoencoder's sharpness an audit against the raw tiles could not be trusted to see a copy")
-    why = (f" The audit compares with reconstructions because a generated tile is decoded by the same autoencoder: audited "
-           f"against the raw training tiles, the reconstructions themselves are flagged as copies in {mem['recon_copy_share']:.0%} "
-           f"of cases and find their own tile nearest in {mem['recon_own_nearest']:.0%}, {verdict}." if recon else "")
-    return (f"For each generated tile, its nearest and second-nearest {what} in the same feature space (distances d1 ≤ d2): "
-            f"**{mem['copy_share']:.0%}** of {n_fake} generated tiles have d1/d2 < {mem['copy_threshold']:.2g} (flagged as "
-            f"near-copies of one training tile); median d1/d2 **{mem['ratio_median']:.2f}** (near 1: no training tile stands out; "
-            f"near 0: copies).{why} Per tile, with names and pixel distances: `nearest_training.csv`. The generated tiles closest "
-            "to a training tile (top), each above " + ("the nearest reconstruction and its real tile:" if recon else "it:"))
-
 def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result: dict, times: dict) -> Path:
     "Write `out/report.md`: setup, validity sweep, distribution + memorisation, paired metrics, per-cluster accuracy, galleries, timings."
     m, acc = result['metrics'], result['accuracy']
@@ -398,9 +395,11 @@ def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result:
              "(C-EDM, WACV 2025, found no link between the validity-chosen K and generation quality on natural images.)"
              if 'kid' in table else "")
     scored = table[table[list(INDICES)].notna().any(axis=1)]
-    if len(left_out := scored.drop(voting_rows(scored).index)):
-        sweep += (f" Not in the vote: {', '.join(f'K = {i} (its head uses {n} clusters)' for i, n in left_out['clusters_used'].items())}; "
-                  "a K whose head leaves a cluster empty is a smaller K (`03_validity`).")
+    if not (ok := may_vote(scored, cfg.min_cluster)).all():
+        sweep += (f" **Not in the vote:** {not_voting(scored[~ok])}; a K whose head leaves a cluster empty, or smaller than "
+                  f"{cfg.min_cluster:g} of an even share of the training tiles, is a smaller K (`03_validity`)." if ok.any() else
+                  f" **Warning:** every K leaves a cluster empty or smaller than {cfg.min_cluster:g} of an even share ({not_voting(scored)}), "
+                  "so every K voted and the chosen K has such a cluster too: train the joint stage longer or lower --k.")
     empty = acc.loc[acc['training_tiles'] == 0, 'cluster'].tolist() if 'training_tiles' in acc else []
     accuracy_note = (f" The fine-tuned head assigns no training tile to cluster{'s' if len(empty) > 1 else ''} "
                      f"{', '.join(map(str, empty))}: nothing was learned under {'those ids' if len(empty) > 1 else 'that id'}, so "
@@ -419,7 +418,7 @@ def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result:
              f"The tiles of the paired generation below (one per training tile, under its cluster) against the training tiles.", "",
              distribution_markdown(q), "",
              "## Memorisation", "",
-             _memorisation_markdown(mem, q['n_fake']), "", "![nearest](nearest_training.png)", "",
+             memorisation_markdown(mem, q['n_fake']), "", "![nearest](nearest_training.png)", "",
              "## Real vs generated, paired", "",
              f"{m['n']} training tiles, each paired with one tile generated under its cluster (paper protocol). "
              f"LPIPS backbone: {m['lpips_backbone']}. These paired scores compare a generated tile with a real one it was never "
@@ -468,7 +467,7 @@ def _run_stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, fo
         features = train_features(train, out, cfg, device)
     with stages(f'joint LDM + validity, K = {cfg.k_min}…{cfg.k_max}'):
         table, _ = k_sweep(train, vq, latents, cfg, out, device, features)
-    k = broadcast_object(k or choose_k(table))
+    k = broadcast_object(k or choose_k(table, cfg.min_cluster))
     with stages(f'finetune-1 (K = {k})'):
         unet, head = load_ldm(out/f'k{k}'/'ldm.pt', device)
         unet, head = finetune1(unet, head, train, vq, cfg.finetune1, out/f'k{k}', device=device)
@@ -479,7 +478,7 @@ def _run_stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, fo
     with stages('clusters.csv'):
         write_clusters(out, tiles, train_idx, latents, vq, head, device)
     write_json(out/'model.json', dict(k=k, vqgan='vqgan/vqgan.pt', ldm=f'k{k}/finetune2.pt', labels='labels.csv'))
-    write_json(out/'timings.json', dict(stages=stages.times, peak_rss_gb=round(peak_rss_gb(), 2)))
+    write_json(out/'timings.json', dict(stages=stages.times, sweep=table.attrs['trained'], peak_rss_gb=round(peak_rss_gb(), 2)))
     report = write_report(out, cfg, k, table, result, stages.times)
     map_run_slides(out, device, log)                           # slides: a cluster map of each, added to the report
     log(f"report: {report}")
