@@ -8,7 +8,8 @@ Steps: nbdev's pre-processing (`nbdev_proc_nbs` without its Quarto download) int
 pages renamed to their `output-file` (train.html, …, as Quarto names them, so nbdev's doc links
 and `_modidx.py` hold) and those links made relative; `smalldocs render`; KaTeX served from a
 local copy (Debian `libjs-katex`, or npm `katex` in node_modules, or $KATEX_DIR); then checks:
-one page per chapter, a sidebar of chapters only, an API entry (`show_doc`) for every exported
+one page per chapter and per lab notebook (nbs/lab/, pages in lab/), a sidebar of the chapters
+followed by the lab's section and nothing else, an API entry (`show_doc`) for every exported
 name of `cldm_nb/_modidx.py`, every notebook image on its page with its file present, no CDN
 left, and `smalldocs check` (broken internal links). Exits 1 listing the problems.
 With Quarto installed, `nbdev_docs` builds the same chapters from the same `_quarto.yml`.
@@ -20,6 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 PROC, OUT = ROOT/'_proc', ROOT/'_docs'
 KATEX_CDN = 'https://cdn.jsdelivr.net/npm/katex@'
 KATEX_DIRS = ['/usr/share/javascript/katex', str(ROOT/'node_modules/katex/dist')]
+LAB = 'lab'                     # the lab notebooks' folder under nbs/, and their pages' folder on the site
+
+def notebooks() -> list[str]:
+    "The book's notebooks, relative to nbs/: the chapters, then the lab notebooks (private `_*.ipynb` left out)."
+    nbs = ROOT/'nbs'
+    return [str(p.relative_to(nbs)) for d in (nbs, nbs/LAB) for p in sorted(d.glob('*.ipynb')) if not p.name.startswith('_')]
 
 def preprocess() -> None:
     "nbdev's docs pre-processing into _proc/ (what `nbdev_proc_nbs` does, without installing Quarto)."
@@ -38,20 +45,22 @@ def for_smalldocs(doc_url: str) -> dict[str, str]:
     "Give _proc's pages their Quarto names, make doc links relative, drop Quarto-only keys; returns old → new page names."
     import yaml
     renamed, names, pages = {}, [], []
-    for p in sorted(PROC.glob('*.ipynb')):
-        nb = json.loads(p.read_text()); names.append(p.name)
+    for p in sorted(PROC.glob('*.ipynb')) + sorted(PROC.glob(f'{LAB}/*.ipynb')):
+        nb = json.loads(p.read_text()); names.append(str(p.relative_to(PROC)))
         fm, text = front_matter(nb)
         if 'output-file' in fm:
-            renamed[p.name] = Path(fm.pop('output-file')).with_suffix('.ipynb').name
+            rel = p.relative_to(PROC)                   # a page keeps its folder (lab/); Quarto's output-file names the file
+            renamed[str(rel)] = str(rel.parent/Path(fm.pop('output-file')).with_suffix('.ipynb').name)
             nb['cells'][0]['source'] = '---\n' + yaml.safe_dump(fm, allow_unicode=True, sort_keys=False) + '---\n'
         pages.append(nb)
     for old, nb in zip(names, pages):
+        up = '../' * (len(Path(old).parts) - 1)        # from a lab page, the chapters' pages are one folder up
         for c in nb['cells']:            # nbdev links names to the published site; the offline site links to itself
-            c['source'] = ''.join(c['source']).replace(doc_url, '')
-            for a, b in renamed.items(): c['source'] = c['source'].replace(f']({a}', f']({b}')
+            c['source'] = ''.join(c['source']).replace(doc_url, up)
+            for a, b in renamed.items(): c['source'] = c['source'].replace(f']({up}{a}', f']({up}{b}')
             for o in c.get('outputs', []):
                 for k, v in o.get('data', {}).items():
-                    if k.startswith('text/'): o['data'][k] = (''.join(v) if isinstance(v, list) else v).replace(doc_url, '')
+                    if k.startswith('text/'): o['data'][k] = (''.join(v) if isinstance(v, list) else v).replace(doc_url, up)
         (PROC/old).unlink(); (PROC/renamed.get(old, old)).write_text(json.dumps(nb, indent=1, ensure_ascii=False))
     side = PROC/'sidebar.yml'
     s = side.read_text()
@@ -89,15 +98,23 @@ def check(site: Path, renamed: dict[str, str]) -> list[str]:
     "Problems with the built site."
     import cldm_nb._modidx as modidx
     problems = []
-    chapters = sorted(p.name for p in (ROOT/'nbs').glob('*.ipynb') if not p.name.startswith('_'))
-    pages = {c: site/Path(renamed.get(c, c)).with_suffix('.html').name for c in chapters}
+    pages = {c: site/Path(renamed.get(c, c)).with_suffix('.html') for c in notebooks()}
     for c, page in pages.items():
-        if not page.is_file(): problems.append(f"{c}: no page {page.name}")
+        if not page.is_file(): problems.append(f"{c}: no page {page.relative_to(site)}")
     index = (site/'index.html').read_text() if (site/'index.html').is_file() else ''
     side = re.search(r'<nav[^>]*sidebar.*?</nav>', index, re.S)
     side_links = re.findall(r'href="([^"#]+)"', side.group(0)) if side else []
-    if sorted(set(side_links)) != sorted(p.name for p in pages.values()):
-        problems.append(f"sidebar: links {sorted(set(side_links))}, expected the chapters {sorted(p.name for p in pages.values())}")
+    expected = sorted(str(p.relative_to(site)) for p in pages.values())
+    if sorted(set(side_links)) != expected:
+        problems.append(f"sidebar: links {sorted(set(side_links))}, expected the chapters and the lab {expected}")
+    lab_pages = sorted(l for l in expected if l.startswith(f'{LAB}/'))
+    if side and lab_pages:              # the lab: one section, after every chapter, holding the lab's pages and nothing else
+        sec = re.search(r'<li class="sidebar-item sidebar-item-section">\s*<div[^>]*>\s*<a[^>]*>\s*<span class="menu-text">\s*'
+                        + LAB + r'\s*</span>.*?<ul[^>]*>(.*?)</ul>', side.group(0), re.S | re.I)
+        inside = re.findall(r'href="([^"#]+)"', sec.group(1)) if sec else []
+        before = re.findall(r'href="([^"#]+)"', side.group(0)[:sec.start()]) if sec else []
+        if sorted(inside) != lab_pages or any(l.startswith(f'{LAB}/') for l in before) or len(before) + len(inside) != len(side_links):
+            problems.append(f"sidebar: expected the chapters, then a section '{LAB}' of {lab_pages} only; got {side_links}")
     for mod, syms in modidx.d['syms'].items():
         public = set(getattr(importlib.import_module(mod), '__all__', []))
         for name, (url, _) in syms.items():
@@ -112,11 +129,11 @@ def check(site: Path, renamed: dict[str, str]) -> list[str]:
         h = page.read_text()
         srcs = re.findall(r'<img[^>]*src="([^"]+)"', h)
         if len([s for s in srcs if not s.startswith(('http:', 'https:'))]) < n_img:
-            problems.append(f"{page.name}: {len(srcs)} images, but {c} has {n_img} image outputs")
+            problems.append(f"{page.relative_to(site)}: {len(srcs)} images, but {c} has {n_img} image outputs")
         for s in srcs:
             if not s.startswith(('data:', 'http:', 'https:')) and not (page.parent/s.split('#')[0]).is_file():
-                problems.append(f"{page.name}: image {s} is missing")
-        if 'cdn.jsdelivr.net/npm/katex' in h: problems.append(f"{page.name}: KaTeX still loaded from the CDN")
+                problems.append(f"{page.relative_to(site)}: image {s} is missing")
+        if 'cdn.jsdelivr.net/npm/katex' in h: problems.append(f"{page.relative_to(site)}: KaTeX still loaded from the CDN")
     r = subprocess.run(['smalldocs', 'check', str(PROC)], capture_output=True, text=True)
     if r.returncode: problems.append('smalldocs check:\n' + (r.stdout + r.stderr).strip())
     return problems
@@ -132,7 +149,7 @@ def main():
     shutil.move(PROC/'_docs', OUT)
     n = localise_katex(OUT)
     problems = check(OUT, renamed)
-    print(f"site: {len(list(OUT.glob('*.html')))} pages in {OUT.relative_to(ROOT)}/, KaTeX local on {n} pages, built in {time.time() - t0:.0f} s")
+    print(f"site: {len(list(OUT.rglob('*.html')))} pages in {OUT.relative_to(ROOT)}/ ({len(list(OUT.glob(f'{LAB}/*.html')))} in {LAB}/), KaTeX local on {n} pages, built in {time.time() - t0:.0f} s")
     print('\n'.join(problems) or 'site checks passed')
     sys.exit(1 if problems else 0)
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Execute the chapters (nbs/*.ipynb) in place and keep their outputs, or check them (CI).
+"""Execute the chapters (nbs/*.ipynb, then the lab notebooks nbs/lab/*.ipynb) in place and keep their outputs, or check them (CI).
 
-    python tools/run_chapters.py                  # every chapter, in place, then nbdev_clean
+    python tools/run_chapters.py                  # every chapter and lab notebook, in place, then nbdev_clean on them
     python tools/run_chapters.py nbs/04_diffusion.ipynb nbs/05_finetune.ipynb
+    python tools/run_chapters.py nbs/lab/*.ipynb  # the lab notebooks only
     python tools/run_chapters.py --check          # outputs present, up to date, figures shown
     python tools/run_chapters.py --gpu            # the `#| gpu` cells on this machine under a step cap
 
@@ -29,8 +30,8 @@ NBS = ROOT/'nbs'
 DRAWS = re.compile(r'\b(plt\.(plot|imshow|subplots|figure|bar|hist|scatter)|show_tiles|plot_\w+|\w+_gallery|cluster_grid)\(')
 
 def chapters() -> list[Path]:
-    "The notebooks of the book, in order (private `_*.ipynb` left out)."
-    return sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith('_'))
+    "The notebooks of the book, in order: the chapters, then the lab notebooks of nbs/lab/ (private `_*.ipynb` left out)."
+    return [p for folder in (NBS, NBS/'lab') for p in sorted(folder.glob('*.ipynb')) if not p.name.startswith('_')]
 
 def tst_flags() -> set[str]:
     "settings.ini's `tst_flags`: cells flagged with these are skipped by nbdev_test and here."
@@ -161,7 +162,8 @@ def main():
         cap, skip = a.max_steps, skip - {'gpu'}
         tmp = Path(tempfile.mkdtemp(prefix='cldm-gpu-'))
         shutil.copytree(NBS, tmp/'nbs', ignore=shutil.ignore_patterns('runs', '_proc', '.ipynb_checkpoints'))
-        paths = [tmp/'nbs'/p.name for p in paths if any('gpu' in directives(c) for c in json.loads(p.read_text())['cells'])]
+        paths = [tmp/'nbs'/(p.relative_to(NBS) if p.is_relative_to(NBS) else p.name) for p in paths
+                 if any('gpu' in directives(c) for c in json.loads(p.read_text())['cells'])]
         if 'CLDM_TILES' not in os.environ:
             os.environ['CLDM_TILES'] = os.environ.setdefault('CLDM_DATA', str(tiles_subset(a.tiles, tmp/'tiles')))
         a.workers = 1                                     # in order: each chapter reads the one before's checkpoints
@@ -176,7 +178,8 @@ def main():
                 if err and a.gpu: ex.shutdown(cancel_futures=True); break
     finally:
         if tmp: shutil.rmtree(tmp, ignore_errors=True)
-    if not a.gpu: subprocess.run(['nbdev_clean'], cwd=ROOT, check=True)
+    if not a.gpu:                                         # only the notebooks written here: others may be open elsewhere
+        for p in paths: subprocess.run(['nbdev_clean', '--fname', str(p)], cwd=ROOT, check=True)
     print(f"{len(paths) - len(failed)} notebooks ran, {len(failed)} failed, in {time.time() - t0:.0f} s"
           + (f" (gpu cells on the CPU, CLDM_MAX_STEPS={cap})" if a.gpu else ''))
     sys.exit(1 if failed else 0)
