@@ -33,7 +33,7 @@ def main():
     from torchmetrics.image.kid import KernelInceptionDistance
     from cldm_nb.data import load_tiles, sample_data
     from cldm_nb.eval import frechet_distance, image_features, kid, precision_recall, vgg16_features
-    from cldm_nb.vqgan import vgg16_cache_file
+    from cldm_nb.weights import vgg16_cache_file
 
     pretrained = vgg16_cache_file().is_file()
     net = vgg16_features(pretrained)

@@ -14,6 +14,7 @@ from .eval import as_tiles, evaluate_pairs, feature_space_name, quality_report, 
 from .pipeline import RunConfig, distribution_markdown, read_run_config, run_pipeline
 from .vqgan import load_vqgan
 from .train import dist_env, resolve_device, run_lock, torchrun_command
+from .weights import fetch_vgg16_weights
 
 # %% auto #0
 __all__ = ['CLDM_UNDER_TORCHRUN', 'COMMANDS', 'SHORT_FLAGS', 'parse_k', 'cldm_run', 'cldm_sample', 'cldm_eval', 'main']
@@ -51,6 +52,7 @@ def cldm_run(data: Param("Slide, folder of slides and/or tiles, or .npy (default
              mpp: Param("Slides: cut tiles at this many microns per pixel (default: full resolution)", float) = None,
              level: Param("Slides: cut tiles from this pyramid level instead", int) = None,
              skip_bad: Param("Skip unreadable or wrong-size image files (named in a warning) instead of stopping", store_true) = False,
+             untrained_lpips: Param("Score with an untrained VGG16 instead of fetching the ImageNet one (tests only: the scores mean nothing)", store_true) = False,
              nproc: Param("Train with this many processes on this machine (one per GPU), launched with torchrun", int) = 1,
              nnodes: Param("Machines taking part (run the same command on each; needs --rdzv_endpoint)", int) = 1,
              rdzv_endpoint: Param("HOST:PORT every machine reaches, for --nnodes > 1", str) = None):
@@ -65,6 +67,7 @@ def cldm_run(data: Param("Slide, folder of slides and/or tiles, or .npy (default
     if tile_large: cfg = cfg.replace(tile_large=True)
     if min_tissue is not None: cfg = cfg.replace(min_tissue=min_tissue)
     if skip_bad: cfg = cfg.replace(skip_bad=True)
+    if untrained_lpips: cfg = cfg.replace(pretrained_lpips=False)
     if mpp is not None or level is not None: cfg = cfg.replace(mpp=mpp, level=level)
     return run_pipeline(data, out, cfg, dev, force=force)
 
@@ -101,13 +104,14 @@ def cldm_sample(run: Param("Folder of a finished `cldm run`", str) = None,
 
 @call_parse
 def cldm_eval(real: Param("Folder of real tiles", str) = None, fake: Param("Folder of generated tiles (paired by sorted name)", str) = None,
-              untrained_lpips: Param("Use an untrained VGG16 for LPIPS and the features (offline testing only)", store_true) = False,
+              untrained_lpips: Param("Score with an untrained VGG16 instead of fetching the ImageNet one (tests only: the scores mean nothing)", store_true) = False,
               size: Param("Side the tiles are resized to for the VGG16 features", int) = 224,
               device: Param("auto, cpu or cuda", str) = 'auto'):
     "KID / FD / precision / recall beside their real-vs-real floors; SSIM / MS-SSIM / LPIPS too for folders of equal length."
     if real is None or fake is None: raise ValueError("--real and --fake are required.")
     dev, pretrained = resolve_device(device), not untrained_lpips
     r, f = as_tiles(real, '--real'), as_tiles(fake, '--fake')
+    if pretrained: fetch_vgg16_weights(lambda s: print(f"cldm eval: {s}"))
     q = quality_report(r, f, net=vgg16_features(pretrained), size=size, feature_space=feature_space_name('vgg16', size, pretrained), device=dev)
     res = dict(distribution=q)
     if r.shape == f.shape: res['paired'] = evaluate_pairs(r, f, pretrained_backbone=pretrained, device=dev, progress=False)

@@ -28,7 +28,8 @@ from .diffusion import SampleConfig, encode_latents, sample
 
 from .imsat import assign_clusters
 from .train import is_main, resolve_device, seeded, shard_map
-from .vqgan import lpips_vgg, require_vgg16_weights, vgg16_cache_file
+from .vqgan import lpips_vgg
+from .weights import require_vgg16_weights, vgg16_cache_file
 
 # %% auto #0
 __all__ = ['METRICS', 'SYNTHETIC_NOTE', 'LABEL_COLUMNS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'COPY_SHIFT', 'COPY_RES', 'COPY_RATIO',
