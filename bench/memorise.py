@@ -64,7 +64,7 @@ def main(n_tiles: int, steps: int, width: int, prediction: str, ema: float | Non
     latents = encode_latents(vq, tiles)
     ids = torch.as_tensor(assign_clusters(head, latents))             # each tile's condition, from the frozen head
     exact = ExactDenoiser(unet.to_diffusion(latents), ids)
-    exact.load_state_dict({k: getattr(unet, k) for k in ('latent_scale', 'latent_mean', 'latent_whiten')}, strict=False)
+    exact.latent_scale.copy_(unet.latent_scale)
     print(f"trained in {time.time() - t0:.0f} s ({steps} U-Net steps, width {width}, {prediction}-prediction, EMA {ema}, lr decay {lr_decay}, on {n_tiles} tiles)")
     print(f"{'sampler':40s} {'copy_share':>10s} {'d1/d2 median':>12s} {'latent std at t = 900, 500, 100, end':>40s}")
     copies = {}

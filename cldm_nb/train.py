@@ -18,11 +18,11 @@ from tqdm import tqdm
 from .data import atomic_path
 
 # %% auto #0
-__all__ = ['LR_DECAYS', 'MAX_STEPS_VAR', 'StageConfig', 'save_checkpoint', 'load_checkpoint', 'resolve_device', 'fast_cuda',
-           'make_optimizer', 'seeded', 'count_params', 'dist_env', 'is_main', 'init_distributed', 'barrier',
-           'broadcast_object', 'shard_indices', 'gather_objects', 'shard_map', 'NonFiniteLossError', 'Trainer',
-           'optimise', 'autocast', 'check_lr_decay', 'lr_factor', 'state_dict', 'load_state', 'save', 'write_log',
-           'step_cap', 'fit', 'batch_random', 'RunLockedError', 'run_lock', 'torchrun_command', 'plot_log']
+__all__ = ['RETIRED_AFTER', 'LR_DECAYS', 'MAX_STEPS_VAR', 'StageConfig', 'save_checkpoint', 'load_checkpoint', 'resolve_device',
+           'fast_cuda', 'make_optimizer', 'seeded', 'count_params', 'dist_env', 'is_main', 'init_distributed',
+           'barrier', 'broadcast_object', 'shard_indices', 'gather_objects', 'shard_map', 'NonFiniteLossError',
+           'Trainer', 'optimise', 'autocast', 'check_lr_decay', 'lr_factor', 'state_dict', 'load_state', 'save',
+           'write_log', 'step_cap', 'fit', 'batch_random', 'RunLockedError', 'run_lock', 'torchrun_command', 'plot_log']
 
 # %% ../nbs/00a_train.ipynb #fb0e1eb7
 def _plain(v):
@@ -35,15 +35,19 @@ def _tupled(v):
     "Lists → tuples, recursively (configs hold immutable sequences)."
     return tuple(_tupled(x) for x in v) if isinstance(v, list) else v
 
+RETIRED_AFTER = 'v0.1.0'    # the last release with the settings a config's `retired` lists; its runs and checkpoints still load
+
 class StageConfig:
     "Mixin for a stage's config dataclass: `to_dict` / `from_dict` round trip and `replace`."
+    retired = {}            # per config class: a setting retired after RETIRED_AFTER → the value that left it off
     def to_dict(self) -> dict:
         "Plain dict (lists, no tuples) of every field, nested configs included."
         return _plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict):
-        "Rebuild from `to_dict` output; unknown keys are an error, missing ones take the defaults."
+        "Rebuild from `to_dict` output; unknown keys are an error, missing ones take the defaults, `retired` ones are dropped at their old value (refused at any other)."
+        d = cls._without_retired(d)
         known = {f.name for f in dataclasses.fields(cls)}
         if unknown := set(d) - known: raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}.")
         hints = typing.get_type_hints(cls)
@@ -52,6 +56,16 @@ class StageConfig:
             sub = hints.get(k)
             kw[k] = sub.from_dict(v) if isinstance(v, dict) and isinstance(sub, type) and issubclass(sub, StageConfig) else _tupled(v)
         return cls(**kw)
+
+    @classmethod
+    def _without_retired(cls, d: dict) -> dict:
+        "`d` less the `retired` settings, which must hold the value that left them off."
+        for k, off in cls.retired.items():
+            if k in d and _tupled(d[k]) != _tupled(off):
+                raise ValueError(f"{cls.__name__}.{k} = {d[k]!r}: this setting was retired after cldm_nb {RETIRED_AFTER}; "
+                                 f"a run or checkpoint that uses it needs that release (git tag {RETIRED_AFTER}: `git checkout {RETIRED_AFTER}`, "
+                                 f"then `pip install -e .`). Runs that left it at {off!r} load here as they are.")
+        return {k: v for k, v in d.items() if k not in cls.retired}
 
     def replace(self, **kw):
         "A copy with some fields changed."

