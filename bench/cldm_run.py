@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse, json, resource, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
+from cldm_nb.run import Run
+
 BUDGET_S, BUDGET_GB = 900., 4.
 
 
@@ -40,7 +42,7 @@ def main():
     try:
         wall, rss = run(args.preset, args.data, out, args.device)
         timings = json.loads((out / 'timings.json').read_text())
-        k = json.loads((out / 'model.json').read_text())['k']
+        k = Run.open(out).k
     finally:
         if tmp: shutil.rmtree(tmp, ignore_errors=True)
     print(f"\ncldm run --preset {args.preset} ({args.device}); chosen K = {k}")

@@ -224,7 +224,8 @@ def main(argv=None) -> int:
     import warnings; warnings.filterwarnings('ignore')
     from cldm_nb.cli import main as cldm
     from cldm_nb.data import load_tiles, sample_data, split_indices
-    from cldm_nb.pipeline import RunConfig, run_pipeline
+    from cldm_nb.config import RunConfig
+    from cldm_nb.pipeline import run_pipeline
     from cldm_nb.slides import write_test_slide
     from cldm_nb.vqgan import train_vqgan
     self_test(); print("device check: the simulated device refuses CPU/device mixing and runs a training step")

@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cldm_nb.data import load_tiles, sample_data, split_indices
 from cldm_nb.diffusion import build_models, phase_trainer, train_ldm
-from cldm_nb.pipeline import RunConfig
+from cldm_nb.config import RunConfig
 from cldm_nb.train import Trainer, resolve_device, seeded
 from cldm_nb.vqgan import VQVAE, vqgan_trainer
 from unet_step import CPU_ATTENTION_FLOPS        # bench/: the CPU flash-attention kernels' FLOPs, which the counter lacks

@@ -31,7 +31,7 @@ def worker(tiles_path: str, out: str, steps: int) -> None:
     "The smoke preset's joint stage on memory-mapped tiles, latents on disk; print this rank's memory."
     import torch
     from cldm_nb.diffusion import build_models, phase_trainer
-    from cldm_nb.pipeline import RunConfig
+    from cldm_nb.config import RunConfig
     from cldm_nb.vqgan import VQVAE
     from cldm_nb.train import seeded
     torch.set_num_threads(1)

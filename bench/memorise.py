@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from cldm_nb.data import load_tiles, sample_data
-from cldm_nb.diffusion import PREDICTIONS, ExactDenoiser, LDMConfig, UNetConfig, encode_latents, sample, train_ldm
+from cldm_nb.diffusion import PREDICTIONS, ExactDenoiser, LDMConfig, UNetConfig, sample, train_ldm
 from cldm_nb.eval import nearest_training, plot_nearest, reconstruct
 from cldm_nb.imsat import assign_clusters
 from cldm_nb.train import LR_DECAYS
-from cldm_nb.vqgan import VQGANConfig, train_vqgan
+from cldm_nb.vqgan import VQGANConfig, encode_latents, train_vqgan
 
 
 def train(tiles: np.ndarray, steps: int, width: int, prediction: str, ema: float | None, lr_decay: str | None, out: Path):

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cldm_nb.data import load_tiles, sample_data
+from cldm_nb.run import Run
 
 def run(args: list[str], env: dict) -> float:
     "Run `cldm ARGS`, failing loudly; its wall time."
@@ -47,7 +48,7 @@ def main():
         v1, vN = (pd.read_csv(tmp/d/'validity.csv', index_col='K').drop(columns=['kid', 'kid_std', 'accuracy'], errors='ignore')
                   for d in ('one', 'many'))
         diff = np.abs(v1.fillna(0).values - vN.fillna(0).values).max()
-        k1, kN = (json.loads((tmp/d/'model.json').read_text())['k'] for d in ('one', 'many'))
+        k1, kN = (Run.open(tmp/d).k for d in ('one', 'many'))
         print(f"  validity tables: largest difference {diff:.3g} (threads per process differ, so do float paths; with equal "
               f"threads they agree to float rounding, 08_cli); chosen K: {k1} and {kN}")
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from fastcore.script import call_parse, Param, store_true
 
-from .diffusion import SampleConfig, load_ldm
+from .config import RunConfig, read_run_config
 from .eval import as_tiles, evaluate_pairs, feature_space_name, quality_report, sample_by_label, sample_cluster, vgg16_features
-from .pipeline import RunConfig, distribution_markdown, read_run_config, run_pipeline
-from .vqgan import load_vqgan
+from .pipeline import run_pipeline
+from .report import distribution_markdown
+from .run import Run
 from .train import dist_env, resolve_device, run_lock, torchrun_command
 from .weights import fetch_vgg16_weights
 
@@ -72,15 +73,6 @@ def cldm_run(data: Param("Slide, folder of slides and/or tiles, or .npy (default
     return run_pipeline(data, out, cfg, dev, force=force)
 
 # %% ../nbs/08_cli.ipynb #29e9de05
-def _run_models(run: Path, device):
-    "VQ-GAN, fine-tuned U-Net + head, the labels path and the sampler settings of a finished `cldm run` folder."
-    meta = run/'model.json'
-    if not meta.is_file(): raise FileNotFoundError(f"{run}: no model.json; pass the --out folder of a finished `cldm run`.")
-    m = json.loads(meta.read_text())
-    unet, head = load_ldm(run/m['ldm'], device)
-    sampling = read_run_config(run/'config.json').sampling if (run/'config.json').is_file() else SampleConfig()
-    return load_vqgan(run/m['vqgan'], device), unet, head, run/m['labels'], sampling
-
 @call_parse
 def cldm_sample(run: Param("Folder of a finished `cldm run`", str) = None,
                 out: Param("Where to write the PNGs", str) = None,
@@ -94,7 +86,8 @@ def cldm_sample(run: Param("Folder of a finished `cldm run`", str) = None,
     if run is None or out is None: raise ValueError("--run and --out are required.")
     if (cluster is None) == (label is None): raise ValueError("give exactly one of --cluster ID or --label NAME.")
     dev = resolve_device(device)
-    vq, unet, head, labels, sampling = _run_models(Path(run), dev)
+    r = Run.open(run)
+    (unet, _), vq, labels, sampling = r.ldm(dev), r.vqgan(dev), r.labels_path, r.sampling
     if steps is not None: sampling = sampling.replace(steps=steps)
     with run_lock(out):
         if label is not None: tiles = sample_by_label(label, n, unet, vq, labels, steps=sampling, seed=seed, out_dir=out, device=dev)
@@ -122,7 +115,7 @@ def cldm_eval(real: Param("Folder of real tiles", str) = None, fake: Param("Fold
     return res
 
 # %% ../nbs/08_cli.ipynb #332a4785
-from .slides import cldm_map
+from .maps import cldm_map
 
 COMMANDS = dict(run=cldm_run, sample=cldm_sample, eval=cldm_eval, map=cldm_map)
 SHORT_FLAGS = {'-n': '--n'}          # argparse gives one-letter parameters a double dash; accept the usual single one

@@ -20,18 +20,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tqdm.auto import tqdm
 
-from .data import atomic_path, dataset_mean, load_tiles, random_affine, to_uint8
+from .data import dataset_mean, load_tiles, random_affine, to_uint8
 from .imsat import ClusterHead, assign_clusters, cluster_sizes, imsat_loss
-from .train import (RETIRED_AFTER, StageConfig, Trainer, barrier, check_lr_decay, init_distributed, is_main, load_checkpoint,
-                           make_optimizer, resolve_device, seeded)
-from .vqgan import VQVAE
+from .train import RETIRED_AFTER, StageConfig, Trainer, check_lr_decay, load_checkpoint, make_optimizer, resolve_device, seeded
+from .vqgan import VQVAE, _as_float, _check_tiles, encode_latents, latents_on_disk
 
 # %% auto #0
 __all__ = ['PREDICTIONS', 'StepFn', 'SAMPLERS', 'LinearSchedule', 'UNetConfig', 'timestep_embedding', 'ResBlock',
            'SelfAttention2d', 'Level', 'MidBlock', 'DiffusionSpace', 'CondUNet', 'PhaseConfig', 'LDMConfig',
-           'encode_latents', 'latents_on_disk', 'phase_step', 'model_spec', 'EMA', 'phase_trainer', 'train_phase',
-           'build_models', 'unit_variance_scale', 'train_ldm', 'latent_range', 'load_ldm', 'denoise', 'sample',
-           'ExactDenoiser', 'SampleConfig']
+           'phase_step', 'model_spec', 'EMA', 'phase_trainer', 'train_phase', 'build_models', 'unit_variance_scale',
+           'train_ldm', 'latent_range', 'load_ldm', 'denoise', 'sample', 'ExactDenoiser', 'SampleConfig']
 
 # %% ../nbs/04_diffusion.ipynb #74946f76
 def _gather(coef: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -398,42 +396,6 @@ class LDMConfig(PhaseConfig):
     def tiny(cls, n_clusters: int = 4, **kw) -> 'LDMConfig':
         "A CPU-test preset: tiny U-Net, batch 8, 2 epochs (optimiser, lr and loss weights stay the paper's)."
         return cls(**{**dict(n_clusters=n_clusters, unet=UNetConfig.tiny(n_clusters=n_clusters), batch_size=8, epochs=2), **kw})
-
-# %% ../nbs/04_diffusion.ipynb #04ad0389
-def _as_float(tiles_u8: torch.Tensor) -> torch.Tensor:
-    "uint8 NHWC tensor → float32 NCHW in [0, 1] (the `to_tensor` convention, on the tensor's device)."
-    return tiles_u8.permute(0, 3, 1, 2).float().div(255)
-
-def _check_tiles(tiles) -> None:
-    "Raise a ValueError unless `tiles` is a uint8 `(N, H, W, 3)` array or tensor with N ≥ 1."
-    if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype not in (np.uint8, torch.uint8) or not len(tiles):
-        raise ValueError(f"tiles: expected uint8 (N, H, W, 3) with N ≥ 1, got {tiles.dtype} {tuple(tiles.shape)}; "
-                         "load them with cldm_nb.data.load_tiles.")
-
-@torch.no_grad()
-def encode_latents(vqgan: VQVAE, tiles: np.ndarray | torch.Tensor, batch_size: int = 64,
-                   device: str | torch.device | None = None, progress: bool = False) -> torch.Tensor:
-    "Quantised latents `(N, z_channels, H/4, W/4)` (float32, CPU) of uint8 tiles `(N, H, W, 3)`, with the VQ-GAN in eval mode."
-    _check_tiles(tiles)
-    device = resolve_device(device)
-    vqgan.eval().to(device)
-    tiles = torch.as_tensor(tiles)
-    return torch.cat([vqgan.encode(_as_float(tiles[i:i + batch_size].to(device)))[0].float().cpu()
-                      for i in tqdm(range(0, len(tiles), batch_size), desc='encode', disable=not progress)])
-
-def latents_on_disk(vqgan: VQVAE, tiles: np.ndarray | torch.Tensor, path: str | Path, batch_size: int = 64,
-                    device: str | torch.device | None = None, progress: bool = False) -> torch.Tensor:
-    "`encode_latents` for more tiles than memory holds: written once to the `.npy` file `path` (rank 0, atomically), then memory-mapped by every rank."
-    path, device = Path(path), init_distributed(resolve_device(device))   # under torchrun: the group the barrier below needs
-    shape = (len(tiles), vqgan.cfg.z_channels, tiles.shape[1] // vqgan.factor, tiles.shape[2] // vqgan.factor)
-    if is_main() and not (path.is_file() and np.load(path, mmap_mode='r').shape == shape):
-        with atomic_path(path) as tmp:
-            mm = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.float32, shape=shape)
-            for i in tqdm(range(0, len(tiles), batch_size), desc='encode', disable=not progress):
-                mm[i:i + batch_size] = encode_latents(vqgan, tiles[i:i + batch_size], batch_size, device).numpy()
-            mm.flush(); del mm
-    barrier()                                          # the other ranks map the file once rank 0 has written it
-    return torch.from_numpy(np.load(path, mmap_mode='c'))   # copy-on-write: pages are read from disk as batches need them
 
 # %% ../nbs/04_diffusion.ipynb #0303cef3
 def phase_step(cfg: PhaseConfig, vqgan: VQVAE, fill: tuple[float, float, float], cached: bool) -> Callable:

@@ -5,8 +5,7 @@
 # %% ../nbs/07_pipeline.ipynb #449acb20
 from __future__ import annotations
 import datetime, json, resource, sys, time, warnings
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -16,126 +15,27 @@ import torch
 from torch import nn
 
 import cldm_nb
-from .data import check_manifest, load_tiles, read_manifest, sample_data, split_indices, write_json, write_manifest, atomic_path
-from .train import StageConfig, barrier, broadcast_object, dist_env, init_distributed, is_main, resolve_device, run_lock, shard_map
-from .vqgan import VQGANConfig, train_vqgan
-from .weights import VGG_INSTALL, fetch_vgg16_weights, require_vgg16_weights
+from .config import RunConfig
+from .data import check_manifest, read_manifest, sample_data, split_indices, write_json, write_manifest, atomic_path
+from .train import barrier, broadcast_object, dist_env, init_distributed, is_main, resolve_device, run_lock, shard_map
+from .vqgan import encode_latents, train_vqgan
+from .weights import fetch_vgg16_weights, require_vgg16_weights
 from .imsat import assign_clusters, cluster_features, cluster_probs
-from .validity import validity_table, best_k, may_vote, not_voting, smallest_cluster, voting_rows, plot_validity, INDICES
-from .diffusion import LDMConfig, UNetConfig, SampleConfig, train_ldm, encode_latents, load_ldm, sample
-from .finetune import Finetune1Config, Finetune2Config, finetune1, finetune2
+from .validity import validity_table, best_k, may_vote, not_voting, smallest_cluster, plot_validity, INDICES
+from .diffusion import train_ldm, load_ldm, sample
+from .finetune import finetune1, finetune2
 from .eval import (generate_for, evaluate_pairs, cluster_accuracy, plot_cluster_accuracy, cluster_gallery,
                           generated_gallery, write_label_template, as_tiles, as_features, derive_seed, vgg16_features, image_features,
                           kid, quality_report, feature_space_name, plot_nearest, reconstruction_psnr, reconstruct,
-                          nearest_training, memorisation_markdown)
-from .slides import load_data, map_run_slides
+                          nearest_training)
+from .maps import map_run_slides
+from .report import write_report
+from .slides import load_data
 
 # %% auto #0
-__all__ = ['RunConfig', 'read_run_config', 'prepare_out', 'Stages', 'peak_rss_gb', 'data_stage', 'vgg_weights_stage',
-           'feature_space', 'train_features', 'sweep_quality', 'k_sweep', 'choose_k', 'kept_phase', 'write_clusters',
-           'distribution_stage', 'evaluate_stage', 'distribution_markdown', 'write_report', 'run_pipeline']
-
-# %% ../nbs/07_pipeline.ipynb #dcde7a41
-@dataclass
-class RunConfig(StageConfig):
-    "Every setting of one `cldm run`: the run's own fields and each stage's config (defaults: the paper's)."
-    preset: str = 'paper'
-    k_min: int = 10                     # the K sweep, inclusive
-    k_max: int = 16
-    seed: int = 765
-    n_chunks: int = 11                  # the paper's split: array_split into 11, the last chunk is the test set
-    split_seed: int | None = None       # shuffle before splitting (None: the paper's order)
-    tile_large: bool = False            # cut images larger than 128 px into 128-px tiles (else they are refused)
-    min_tissue: float = 0.              # slides, and images cut with tile_large: drop tiles with a smaller share of tissue
-    mpp: float | None = None            # slides: cut tiles at this many µm per pixel (None: see level)
-    level: int | None = None            # slides: cut tiles from this pyramid level as it is (None with mpp None: level 0)
-    skip_bad: bool = False              # skip unreadable or wrong-size files (with a warning naming them) instead of stopping
-    eval_tiles: int | None = None       # paired generation for the first N training tiles (None: all, the paper)
-    n_per_cluster: int = 100            # generated tiles per cluster for the per-cluster accuracy
-    gallery_n: int = 10                 # tiles per row in the galleries
-    sampling: SampleConfig = field(default_factory=SampleConfig)   # how tiles are generated (default: DDPM, all T steps)
-    pretrained_lpips: bool = True       # ImageNet VGG16 for LPIPS and the feature space, fetched at the start when missing
-                                        #   (False: untrained on purpose, for tests; the scores mean nothing)
-    feature_size: int = 224             # tiles resized to this for the VGG16 feature space (KID, FD, precision/recall, audit)
-    sweep_tiles: int = 500              # per K of the sweep: tiles generated (clusters drawn as in the training set) for KID and accuracy
-    sweep_steps: int | None = None      # their sampling steps (None: those of `sampling`)
-    min_cluster: float = 0.25           # a K votes only if its smallest cluster holds this fraction of an even share (n/K) of the training tiles
-    vqgan: VQGANConfig = field(default_factory=VQGANConfig)
-    ldm: LDMConfig = field(default_factory=LDMConfig)
-    finetune1: Finetune1Config = field(default_factory=Finetune1Config)
-    finetune2: Finetune2Config = field(default_factory=Finetune2Config)
-
-    def __post_init__(self):
-        if not 2 <= self.k_min <= self.k_max: raise ValueError(f"k range: need 2 ≤ k_min ≤ k_max, got {self.k_min}-{self.k_max}.")
-        if not 0 <= self.min_tissue <= 1: raise ValueError(f"min_tissue: a share of tissue pixels in 0…1, got {self.min_tissue}.")
-        if self.mpp is not None and self.level is not None: raise ValueError("mpp, level: give one of them, not both.")
-        if (self.mpp is not None and not self.mpp > 0) or (self.level is not None and self.level < 0):
-            raise ValueError(f"mpp / level: need mpp > 0 (µm per pixel) and level ≥ 0, got mpp={self.mpp}, level={self.level}.")
-        if self.sweep_tiles < 2: raise ValueError(f"sweep_tiles: KID needs at least 2 generated tiles per K, got {self.sweep_tiles}.")
-
-    @property
-    def ks(self) -> list[int]: return list(range(self.k_min, self.k_max + 1))
-
-    @classmethod
-    def tiny(cls, **kw) -> 'RunConfig':
-        "The CPU demo: small models, short training (Adam where the paper's optimiser would not move in time), K = 3…5."
-        return cls(**{**dict(preset='tiny', k_min=3, k_max=5, eval_tiles=64, n_per_cluster=16, gallery_n=8,
-                             sampling=SampleConfig(steps=50), sweep_tiles=32, sweep_steps=25,
-                             vqgan=VQGANConfig.tiny(epochs=12, lr=1e-3, disc_start=10**6),
-                             ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3),
-                             finetune1=Finetune1Config.tiny(lr=3e-3, epochs=30), finetune2=Finetune2Config.tiny(epochs=4)), **kw})
-
-    @classmethod
-    def smoke(cls, **kw) -> 'RunConfig':
-        "Seconds per stage (one short epoch each, K = 2…3, 3 sampling steps): checks a data folder and an install; its numbers mean nothing."
-        return cls.tiny(**{**dict(preset='smoke', k_min=2, k_max=3, eval_tiles=6, n_per_cluster=3, gallery_n=3, sampling=SampleConfig(steps=3),
-                                  feature_size=64, sweep_tiles=4, sweep_steps=2,
-                                  vqgan=VQGANConfig.tiny(epochs=1), ldm=LDMConfig.tiny(epochs=1),
-                                  finetune1=Finetune1Config.tiny(epochs=1), finetune2=Finetune2Config.tiny(epochs=1)), **kw})
-
-    @classmethod
-    def cpu(cls, **kw) -> 'RunConfig':
-        "What `cldm run` uses without a GPU: about 15 min on 2 cores for the sample, spent where the measurements of the lab notebooks say it pays."
-        unet = UNetConfig.tiny(n_clusters=4, null_cluster=True, prediction='v')
-        return cls.tiny(**{**dict(preset='cpu', n_per_cluster=32, gallery_n=8, sweep_tiles=32, sweep_steps=None,
-                                  sampling=SampleConfig(sampler='ddim', steps=25, spacing='trailing', guidance_scale=2., clip_x0='range'),
-                                  vqgan=VQGANConfig.tiny(ch=(16, 32, 32), mid=(32, 32), crop=64, epochs=88, lr=1e-3, disc_start=10**6),
-                                  ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3, unet=unet, p_uncond=0.1),
-                                  finetune1=Finetune1Config(batch_size=16, epochs=110, lr=1e-3, ema_decay=0.995, p_uncond=0.1, lr_decay='cosine'),
-                                  finetune2=Finetune2Config.tiny(epochs=2, p_uncond=0.1)), **kw})
-
-    @property
-    def sweep_sampling(self) -> SampleConfig:
-        "The sampler settings of the K sweep's quick generations: `sampling` with `sweep_steps` steps when set."
-        return self.sampling if self.sweep_steps is None else self.sampling.replace(steps=self.sweep_steps)
-
-    @classmethod
-    def preset_config(cls, preset: str, **kw) -> 'RunConfig':
-        "`RunConfig()` for 'paper', `.cpu()` for 'cpu', `.tiny()` for 'tiny', `.smoke()` for 'smoke'."
-        presets = dict(paper=cls, cpu=cls.cpu, tiny=cls.tiny, smoke=cls.smoke)
-
-        if preset not in presets: raise ValueError(f"preset: one of {', '.join(presets)}, got {preset!r}.")
-        return presets[preset](**kw)
-
-    def for_k(self, k: int) -> LDMConfig:
-        "The joint-stage config for `k` clusters."
-        return self.ldm.replace(n_clusters=k, unet=self.ldm.unet.replace(n_clusters=k))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> 'RunConfig':
-        "`StageConfig.from_dict`; the `pretrained_lpips=None` of runs made by v0.1.0 ('when installed') reads as True, since the weights are now fetched."
-        return super().from_dict({**d, 'pretrained_lpips': True} if d.get('pretrained_lpips', True) is None else d)
-
-# %% ../nbs/07_pipeline.ipynb #20593a0e
-def read_run_config(path: str | Path) -> RunConfig:
-    "A `RunConfig` from a JSON file: a run's `config.json` or a bare `RunConfig.to_dict()`."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"{path}: no such config file.")
-    try: d = json.loads(path.read_text())
-    except json.JSONDecodeError as e: raise ValueError(f"{path}: not valid JSON ({e}).") from None
-    if not isinstance(d, dict): raise ValueError(f"{path}: expected a JSON object of RunConfig fields.")
-    try: return RunConfig.from_dict(d['config'] if 'config' in d else d)
-    except (TypeError, ValueError) as e: raise ValueError(f"{path}: {e}") from None
+__all__ = ['prepare_out', 'Stages', 'peak_rss_gb', 'data_stage', 'vgg_weights_stage', 'feature_space', 'train_features',
+           'sweep_quality', 'k_sweep', 'choose_k', 'kept_phase', 'write_clusters', 'distribution_stage',
+           'evaluate_stage', 'run_pipeline']
 
 # %% ../nbs/07_pipeline.ipynb #c4dc85fe
 def prepare_out(out: str | Path, cfg: RunConfig, data: str | Path, device: torch.device, force: bool = False) -> Path:
@@ -348,103 +248,6 @@ def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg
         if main and not (out/'labels.csv').exists(): write_label_template(out/'labels.csv', head.n_clusters)
     return dict(metrics=metrics, accuracy=acc)
 
-# %% ../nbs/07_pipeline.ipynb #71546c83
-def _md_table(df: pd.DataFrame, floatfmt: str = '.4g') -> str:
-    "A DataFrame as a Markdown table."
-    cols = [df.index.name or ''] + list(df.columns)
-    rows = [[str(i)] + [format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v) for v in r] for i, r in zip(df.index, df.values)]
-    return '\n'.join(['| ' + ' | '.join(map(str, cols)) + ' |', '|' + '---|' * len(cols)] + ['| ' + ' | '.join(r) + ' |' for r in rows])
-
-def _pm(v: float, s: float) -> str: return f"{v:.4g} ± {s:.2g}"
-
-def distribution_markdown(q: dict) -> str:
-    "The *Distribution* block (each metric beside its real-vs-real floor and, when measured, the autoencoder's reconstructions; sizes, feature space, colour) as Markdown."
-    column = lambda d, floor='': [_pm(d[f'kid{floor}'], d[f'kid{floor}_std' if floor else 'kid_std']), f"{d[f'fd{floor}']:.4g}",
-                                  f"{d[f'precision{floor}']:.3f}", f"{d[f'recall{floor}']:.3f}"]
-    rec = q.get('reconstructions')
-    rows = pd.DataFrame({'generated': column(q), **({'autoencoder reconstructions': column(rec)} if rec else {}),
-                         'real vs real (floor)': column(q, '_floor')},
-                        index=pd.Index(['KID', 'FD', 'precision (k = 3)', 'recall (k = 3)'], name='metric'))
-    colour = lambda c: ', '.join(f"{ch} {m:.0f} ± {s:.0f}" for ch, m, s in zip('RGB', c['mean'], c['std']))
-    rec_note = ("The middle column scores the autoencoder's reconstructions of the training tiles the generated ones were "
-                "conditioned on, against the same reference: where a generator that gave back its training tiles through this "
-                "decoder would land. Generated tiles need not resemble particular tiles and can score better; when this column "
-                "is far from the floor, the autoencoder is what separates every decoded tile from real ones. " if rec else "")
-    return '\n'.join([
-        f"{q['n_fake']} generated and {q['n_real']} real tiles, in the feature space of {q['feature_space']}. "
-        f"The real tiles are split at random into a reference half ({q['n_reference']} tiles) and a held-out half; the generated "
-        f"tiles and the held-out real ones ({q['n_compared']} of each) are both compared with the reference half, so the floor is "
-        "what fresh real tiles score at this sample size.", "", _md_table(rows), "",
-        f"KID is the number to quote at this size (unbiased; ± is the spread over random subsets). FD is biased upwards below "
-        f"~500 tiles per side (here {q['n_compared']}), so compare it only with its floor. Precision: share of generated tiles "
-        "inside the real k-NN manifold (fidelity); recall: share of real tiles inside the generated one (coverage). " + rec_note, "",
-        f"Colour, mean ± std per channel (0–255): real {colour(q['colour_real'])}; generated {colour(q['colour_fake'])}"
-        + (f"; reconstructions {colour(rec['colour_fake'])}." if rec else ".")])
-
-def _reconstruction_markdown(rec: dict | None) -> str:
-    "The report's line on the VQ-GAN's reconstructions (the sharpness ceiling of every generated tile)."
-    if not rec: return "(not measured)"
-    line = lambda r, what: f"{r['psnr']:.1f} ± {r['psnr_std']:.1f} dB (pooled {r['psnr_pooled']:.1f} dB) on the {r['n']} {what} tiles"
-    test = line(rec['test'], 'held-out test') if rec.get('test') else "no held-out test tiles"
-    return (f"Reconstruction PSNR: **{test}**; {line(rec['train'], 'training')}. Generated tiles are decoded by this "
-            "autoencoder, so they can be no sharper than its reconstructions (~25 dB keeps nuclei and lumina on H&E tiles).")
-
-def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result: dict, times: dict, kept: dict | None = None) -> Path:
-    "Write `out/report.md`: setup, validity sweep, the model kept (`kept_phase`), distribution + memorisation, paired metrics, per-cluster accuracy, galleries, timings."
-    m, acc = result['metrics'], result['accuracy']
-    mem, q = m['memorisation'], m['distribution']
-    sweep = (f"The KID and accuracy columns: {cfg.sweep_tiles} tiles generated by each K's joint-stage model (before "
-             f"fine-tuning; sampled with {cfg.sweep_sampling.describe()}), clusters drawn in the training proportions, KID "
-             f"against all training tiles and the mean over clusters of the share the head assigns back. Lowest KID at "
-             f"K = {table['kid'].idxmin()}, highest accuracy at K = {table['accuracy'].idxmax()}, the indices vote for K = {k}. "
-             "(C-EDM, WACV 2025, found no link between the validity-chosen K and generation quality on natural images.)"
-             if 'kid' in table else "")
-    scored = table[table[list(INDICES)].notna().any(axis=1)]
-    if not (ok := may_vote(scored, cfg.min_cluster)).all():
-        sweep += (f" **Not in the vote:** {not_voting(scored[~ok])}; a K whose head leaves a cluster empty, or smaller than "
-                  f"{cfg.min_cluster:g} of an even share of the training tiles, is a smaller K (`03_validity`)." if ok.any() else
-                  f" **Warning:** every K leaves a cluster empty or smaller than {cfg.min_cluster:g} of an even share ({not_voting(scored)}), "
-                  "so every K voted and the chosen K has such a cluster too: train the joint stage longer or lower --k.")
-    if kept and kept['phase'] == 'finetune1':
-        sweep += (f" **Finetune-2 shrank a cluster:** its head left the smallest at {kept['finetune2_smallest_cluster']:g} of an even "
-                  f"share, under `min_cluster` = {cfg.min_cluster:g}, so this run keeps finetune-1's model, whose head is the one the "
-                  f"vote saw (smallest cluster {kept['smallest_cluster']:g}); everything below is that model's.")
-    empty = acc.loc[acc['training_tiles'] == 0, 'cluster'].tolist() if 'training_tiles' in acc else []
-    accuracy_note = (f" The fine-tuned head assigns no training tile to cluster{'s' if len(empty) > 1 else ''} "
-                     f"{', '.join(map(str, empty))}: nothing was learned under {'those ids' if len(empty) > 1 else 'that id'}, so "
-                     f"{'their rows measure' if len(empty) > 1 else 'its row measures'} nothing; the mean over the clusters with training "
-                     f"tiles is {acc.loc[acc['training_tiles'] > 0, 'accuracy'].mean():.0%}." if empty else "")
-    metric_rows = pd.DataFrame({'mean': [m[x] for x in ('ssim', 'msssim', 'lpips')],
-                                'std': [m[f'{x}_std'] for x in ('ssim', 'msssim', 'lpips')]},
-                               index=pd.Index(['SSIM (win 3)', 'MS-SSIM (win 7)', 'LPIPS (VGG)'], name='metric'))
-    lines = ["# cldm_nb run report", "",
-             f"cldm_nb {cldm_nb.__version__}, preset **{cfg.preset}**, seed {cfg.seed}; settings in `config.json`, split in `manifest.json`.", "",
-             "## Choosing K", "", f"Joint training for K = {cfg.k_min}…{cfg.k_max}, five internal validity indices, **K = {k}** by vote.", "",
-             _md_table(table), "", sweep, "",
-             "![validity](validity.png)" if (out/'validity.png').exists() else "(no K gave two or more clusters: nothing to plot)", "",
-             "## Autoencoder", "", _reconstruction_markdown(m.get('reconstruction')), "",
-             "## Distribution", "",
-             f"The tiles of the paired generation below (one per training tile, under its cluster) against the training tiles.", "",
-             distribution_markdown(q), "",
-             "## Memorisation", "",
-             memorisation_markdown(mem, q['n_fake']), "", "![nearest](nearest_training.png)", "",
-             "## Real vs generated, paired", "",
-             f"{m['n']} training tiles, each paired with one tile generated under its cluster (paper protocol). "
-             f"LPIPS backbone: {m['lpips_backbone']}. These paired scores compare a generated tile with a real one it was never "
-             "meant to reproduce; the distribution block above is the measure of generation quality.", "", _md_table(metric_rows), "",
-             "Paper (K = 14, 10,000 tiles, on ~231 px JPEG renderings, so not strictly comparable): SSIM 0.7988, MS-SSIM 0.2196, LPIPS 0.4923.", "",
-             "## Per-cluster accuracy", "",
-             f"{cfg.n_per_cluster} tiles generated per cluster, encoded and assigned back by the cluster head "
-             f"(`training_tiles`: the training tiles the head puts in the cluster).{accuracy_note}", "",
-             _md_table(acc.set_index(acc.columns[0])), "", "![accuracy](cluster_accuracy.png)", "",
-             "## Galleries", "", "Real members of each cluster:", "", "![real](gallery_real.png)", "",
-             "Generated for each cluster:", "", "![generated](gallery_generated.png)", "",
-             "Every tile's cluster and the head's probability for it: `clusters.csv`. "
-             "Name the clusters in `labels.csv`; then `cldm sample --label NAME` generates by name.", "",
-             "## Timings", "", _md_table(pd.DataFrame({'seconds': times}).rename_axis('stage'), '.1f'), ""]
-    with atomic_path(out/'report.md') as f: f.write_text('\n'.join(lines))
-    return out/'report.md'
-
 # %% ../nbs/07_pipeline.ipynb #00dc6adb
 def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, cfg: RunConfig | None = None,
                  device: str | torch.device | None = 'auto', k: int | None = None, force: bool = False, log=print) -> dict:
@@ -454,8 +257,7 @@ def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, 
     data = Path(data) if data is not None else sample_data()
     out = broadcast_object(Path(out) if out is not None else Path('runs')/datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
     vgg_weights_stage(cfg, log)                               # fetched now, or stop now: not after hours of training
-    if not is_main(): return _train_in_step(data, out, cfg, device)
-    with run_lock(out): return _run_stages(data, out, cfg, device, k, force, log)
+    with run_lock(out) if is_main() else nullcontext(): return _stages(data, out, cfg, device, k, force, log)
 
 def _keep_clusters(unet, head, latents: torch.Tensor, cfg: RunConfig, kdir: Path, device) -> tuple[nn.Module, nn.Module, dict]:
     "The fine-tuned model the run keeps (`kept_phase`; rank 0 decides for every rank), in eval mode, and the record of the choice."
@@ -463,15 +265,21 @@ def _keep_clusters(unet, head, latents: torch.Tensor, cfg: RunConfig, kdir: Path
     unet, head = load_ldm(kdir/'finetune1.pt', device) if kept['phase'] == 'finetune1' else (unet, head)
     return unet.eval(), head.eval(), kept
 
-def _run_stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, force: bool, log) -> dict:
-    "`run_pipeline` in a plain process, or on rank 0: every stage, every file."
+def _stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, force: bool, log) -> dict:
+    "Every stage, in the order every rank follows: each trains and computes its share, rank 0 alone logs and writes the run's files."
+    main = is_main()
+    log = log if main else (lambda *a: None)
     log(f"cldm run: preset {cfg.preset}, device {device}, data {data}, out {out}, K {cfg.k_min}-{cfg.k_max}")
-    out = prepare_out(out, cfg, data, device, force); barrier()
+    if main: out = prepare_out(out, cfg, data, device, force)
+    barrier()                                                  # the folder and its config.json are there
     stages = Stages(13, log)
     with stages('data split + manifest'):
-        tiles, train_idx = data_stage(data, out, cfg); train = tiles[train_idx]; barrier()
+        if main: tiles, train_idx = data_stage(data, out, cfg)
+        barrier()                                              # rank 0 has written the manifest: the others read it
+        if not main: tiles, train_idx = data_stage(data, out, cfg)
+        train = tiles[train_idx]
     with stages('VQ-GAN'):
-        vq = train_vqgan(train, cfg.vqgan, out/'vqgan', device=device)
+        vq = train_vqgan(train, cfg.vqgan, out/'vqgan', device=device, progress=main)
         latents = encode_latents(vq, train, device=device)
         test = np.setdiff1d(np.arange(len(tiles)), train_idx)
         train_recon = reconstruct(vq, train, device=device)          # decoded once: its PSNR here, the yardstick and the audit later
@@ -481,38 +289,23 @@ def _run_stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, fo
         features = train_features(train, out, cfg, device)
     with stages(f'joint LDM + validity, K = {cfg.k_min}…{cfg.k_max}'):
         table, _ = k_sweep(train, vq, latents, cfg, out, device, features)
-    k = broadcast_object(k or choose_k(table, cfg.min_cluster))
+    k = broadcast_object((k or choose_k(table, cfg.min_cluster)) if main else None)
     with stages(f'finetune-1 (K = {k})'):
         unet, head = load_ldm(out/f'k{k}'/'ldm.pt', device)
-        unet, head = finetune1(unet, head, train, vq, cfg.finetune1, out/f'k{k}', device=device)
+        unet, head = finetune1(unet, head, train, vq, cfg.finetune1, out/f'k{k}', device=device, progress=main)
     with stages(f'finetune-2 (K = {k})'):
-        unet, head = finetune2(unet, head, train, vq, cfg.finetune2, out/f'k{k}', device=device)
+        unet, head = finetune2(unet, head, train, vq, cfg.finetune2, out/f'k{k}', device=device, progress=main)
         unet, head, kept = _keep_clusters(unet, head, latents, cfg, out/f'k{k}', device)
     if kept['phase'] == 'finetune1':
         log(f"finetune-2 left a cluster at {kept['finetune2_smallest_cluster']:g} of an even share (under min_cluster = "
             f"{cfg.min_cluster:g}): keeping finetune-1's model, smallest cluster {kept['smallest_cluster']:g}")
     result = evaluate_stage(train, latents, vq, unet, head, cfg, out, device, stages, features, recon, train_recon)
+    if not main: return dict(out=out, k=k)
     with stages('clusters.csv'):
         write_clusters(out, tiles, train_idx, latents, vq, head, device)
     write_json(out/'model.json', dict(k=k, vqgan='vqgan/vqgan.pt', ldm=f"k{k}/{kept['phase']}.pt", labels='labels.csv', kept=kept))
     write_json(out/'timings.json', dict(stages=stages.times, sweep=table.attrs['trained'], peak_rss_gb=round(peak_rss_gb(), 2)))
-    report = write_report(out, cfg, k, table, result, stages.times, kept)
-    map_run_slides(out, device, log)                           # slides: a cluster map of each, added to the report
+    maps = map_run_slides(out, device, log)                    # slides: a cluster map of each, for the report
+    report = write_report(out, cfg, k, table, result, stages.times, kept, maps)
     log(f"report: {report}")
     return dict(out=out, k=k, validity=table, **result, times=stages.times)
-
-def _train_in_step(data: Path, out: Path, cfg: RunConfig, device) -> dict:
-    "`run_pipeline` on a rank other than 0: in step with rank 0, each stage's training and its share of the generations and features; rank 0 writes."
-    barrier()                                                  # rank 0 has prepared `out` …
-    barrier(); tiles, train_idx = data_stage(data, out, cfg); train = tiles[train_idx]   # … and written the manifest
-    vq = train_vqgan(train, cfg.vqgan, out/'vqgan', device=device, progress=False)
-    latents = encode_latents(vq, train, device=device)
-    features = train_features(train, out, cfg, device)
-    k_sweep(train, vq, latents, cfg, out, device, features)
-    k = broadcast_object(None)
-    unet, head = load_ldm(out/f'k{k}'/'ldm.pt', device)
-    unet, head = finetune1(unet, head, train, vq, cfg.finetune1, out/f'k{k}', device=device, progress=False)
-    unet, head = finetune2(unet, head, train, vq, cfg.finetune2, out/f'k{k}', device=device, progress=False)
-    unet, head, _ = _keep_clusters(unet, head, latents, cfg, out/f'k{k}', device)
-    evaluate_stage(train, latents, vq, unet, head, cfg, out, device, Stages(0, log=lambda *a: None), features)
-    return dict(out=out, k=k)

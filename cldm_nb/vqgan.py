@@ -14,14 +14,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from tqdm.auto import tqdm
+
 from .data import TileDataset, atomic_path, load_tiles, to_tensor
-from .train import StageConfig, Trainer, check_lr_decay, load_checkpoint, make_optimizer, resolve_device, seeded
+from .train import (StageConfig, Trainer, barrier, check_lr_decay, init_distributed, is_main, load_checkpoint, make_optimizer,
+                           resolve_device, seeded)
 from .weights import require_vgg16_weights
 
 # %% auto #0
 __all__ = ['VQGANConfig', 'ResBlock', 'SelfAttention', 'MidBlock', 'CodeUsage', 'VectorQuantizer', 'Encoder', 'Decoder', 'VQVAE',
            'PatchDiscriminator', 'lpips_vgg', 'perceptual_loss', 'random_crops', 'vqgan_trainer', 'train_vqgan',
-           'load_vqgan']
+           'load_vqgan', 'encode_latents', 'latents_on_disk']
 
 # %% ../nbs/01_vqgan.ipynb #eebefd8e
 @dataclasses.dataclass
@@ -363,3 +366,39 @@ def load_vqgan(path: str | Path, device: str | torch.device = 'cpu') -> VQVAE:
     vq = VQVAE(VQGANConfig.from_dict(ckpt['config']))
     vq.load_state_dict(ckpt['models']['vqvae'])
     return vq.to(resolve_device(device)).eval()
+
+# %% ../nbs/01_vqgan.ipynb #04ad0389
+def _as_float(tiles_u8: torch.Tensor) -> torch.Tensor:
+    "uint8 NHWC tensor → float32 NCHW in [0, 1] (the `to_tensor` convention, on the tensor's device)."
+    return tiles_u8.permute(0, 3, 1, 2).float().div(255)
+
+def _check_tiles(tiles) -> None:
+    "Raise a ValueError unless `tiles` is a uint8 `(N, H, W, 3)` array or tensor with N ≥ 1."
+    if tiles.ndim != 4 or tiles.shape[-1] != 3 or tiles.dtype not in (np.uint8, torch.uint8) or not len(tiles):
+        raise ValueError(f"tiles: expected uint8 (N, H, W, 3) with N ≥ 1, got {tiles.dtype} {tuple(tiles.shape)}; "
+                         "load them with cldm_nb.data.load_tiles.")
+
+@torch.no_grad()
+def encode_latents(vqgan: VQVAE, tiles: np.ndarray | torch.Tensor, batch_size: int = 64,
+                   device: str | torch.device | None = None, progress: bool = False) -> torch.Tensor:
+    "Quantised latents `(N, z_channels, H/4, W/4)` (float32, CPU) of uint8 tiles `(N, H, W, 3)`, with the VQ-GAN in eval mode."
+    _check_tiles(tiles)
+    device = resolve_device(device)
+    vqgan.eval().to(device)
+    tiles = torch.as_tensor(tiles)
+    return torch.cat([vqgan.encode(_as_float(tiles[i:i + batch_size].to(device)))[0].float().cpu()
+                      for i in tqdm(range(0, len(tiles), batch_size), desc='encode', disable=not progress)])
+
+def latents_on_disk(vqgan: VQVAE, tiles: np.ndarray | torch.Tensor, path: str | Path, batch_size: int = 64,
+                    device: str | torch.device | None = None, progress: bool = False) -> torch.Tensor:
+    "`encode_latents` for more tiles than memory holds: written once to the `.npy` file `path` (rank 0, atomically), then memory-mapped by every rank."
+    path, device = Path(path), init_distributed(resolve_device(device))   # under torchrun: the group the barrier below needs
+    shape = (len(tiles), vqgan.cfg.z_channels, tiles.shape[1] // vqgan.factor, tiles.shape[2] // vqgan.factor)
+    if is_main() and not (path.is_file() and np.load(path, mmap_mode='r').shape == shape):
+        with atomic_path(path) as tmp:
+            mm = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.float32, shape=shape)
+            for i in tqdm(range(0, len(tiles), batch_size), desc='encode', disable=not progress):
+                mm[i:i + batch_size] = encode_latents(vqgan, tiles[i:i + batch_size], batch_size, device).numpy()
+            mm.flush(); del mm
+    barrier()                                          # the other ranks map the file once rank 0 has written it
+    return torch.from_numpy(np.load(path, mmap_mode='c'))   # copy-on-write: pages are read from disk as batches need them

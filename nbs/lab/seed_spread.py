@@ -19,7 +19,7 @@ AUTHORS_KID = 3.4e-3      # the authors' generated tiles, kid(image_features(195
 
 def seeded_config(seed: int) -> dict:
     "The cpu preset with every stage's `seed` set to `seed`."
-    from cldm_nb.pipeline import RunConfig
+    from cldm_nb.config import RunConfig
     walk = lambda d: {k: walk(v) if isinstance(v, dict) else (seed if k == 'seed' else v) for k, v in d.items()}
     return walk(RunConfig.cpu().to_dict())
 
@@ -42,10 +42,11 @@ def row(run: Path, sample_features, AUTHORS=AUTHORS_KID) -> dict:
     "One run's line of the table."
     import pandas as pd
     from cldm_nb.eval import as_tiles, image_features, kid
+    from cldm_nb.run import Run
     m = json.loads((run/'metrics.json').read_text()); d = m['distribution']
     acc = pd.read_csv(run/'cluster_accuracy.csv')
     cl = pd.read_csv(run/'clusters.csv'); sizes = cl[cl.split == 'train'].cluster.value_counts().sort_index()
-    k = json.loads((run/'model.json').read_text())['k']
+    k = Run.open(run).k
     k195, k195_std = kid(sample_features, image_features(as_tiles(run/'generated', 'generated')))
     wall = run.parent/f'{run.name}.wall'
     seed, threads = run.name[1:].split('_t')
