@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from cldm_nb.data import load_tiles, sample_data
-from cldm_nb.eval import _shortlist, copy_distances, nearest_training
+from cldm_nb.eval import _shortlist, nearest_training
 
 
 def synthetic_tiles(n: int, seed: int) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from cldm_nb.data import load_tiles, sample_data
-from cldm_nb.diffusion import PREDICTIONS, ExactDenoiser, LDMConfig, UNetConfig, sample, train_ldm
+from cldm_nb.diffusion import PREDICTIONS, ExactDenoiser, LDMConfig, SampleConfig, UNetConfig, sample, train_ldm
 from cldm_nb.eval import nearest_training, plot_nearest, reconstruct
 from cldm_nb.imsat import assign_clusters
 from cldm_nb.train import LR_DECAYS
@@ -70,7 +70,7 @@ def main(n_tiles: int, steps: int, width: int, prediction: str, ema: float | Non
     copies = {}
     for name, model, clip in (('exact denoiser', exact, None), ('U-Net', unet, None), ('U-Net, x0 clipped', unet, 'range')):
         trace = []
-        fake = sample(model, vq, ids, generator=torch.Generator().manual_seed(0), clip_x0=clip, trace=trace, progress=False)
+        fake = sample(model, vq, ids, SampleConfig(clip_x0=clip), torch.Generator().manual_seed(0), trace=trace, progress=False)
         audit = nearest_training(fake, recon)
         plot_nearest(fake, recon, audit, path=out / f"nearest_{name.replace(', ', '_').replace(' ', '_')}.png")
         stds = dict(trace)

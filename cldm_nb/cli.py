@@ -90,8 +90,8 @@ def cldm_sample(run: Param("Folder of a finished `cldm run`", str) = None,
     (unet, _), vq, labels, sampling = r.ldm(dev), r.vqgan(dev), r.labels_path, r.sampling
     if steps is not None: sampling = sampling.replace(steps=steps)
     with run_lock(out):
-        if label is not None: tiles = sample_by_label(label, n, unet, vq, labels, steps=sampling, seed=seed, out_dir=out, device=dev)
-        else: tiles = sample_cluster(unet, vq, cluster, n, steps=sampling, seed=seed, out_dir=out, device=dev)
+        if label is not None: tiles = sample_by_label(label, n, unet, vq, labels, sampling, seed=seed, out_dir=out, device=dev)
+        else: tiles = sample_cluster(unet, vq, cluster, n, sampling, seed=seed, out_dir=out, device=dev)
     print(f"wrote {len(tiles)} tiles to {out}")
     return tiles
 

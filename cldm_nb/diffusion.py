@@ -29,7 +29,7 @@ from .vqgan import VQVAE, _as_float, _check_tiles, encode_latents, latents_on_di
 __all__ = ['PREDICTIONS', 'StepFn', 'SAMPLERS', 'LinearSchedule', 'UNetConfig', 'timestep_embedding', 'ResBlock',
            'SelfAttention2d', 'Level', 'MidBlock', 'DiffusionSpace', 'CondUNet', 'PhaseConfig', 'LDMConfig',
            'phase_step', 'model_spec', 'EMA', 'phase_trainer', 'train_phase', 'build_models', 'unit_variance_scale',
-           'train_ldm', 'latent_range', 'load_ldm', 'denoise', 'sample', 'ExactDenoiser', 'SampleConfig']
+           'train_ldm', 'latent_range', 'load_ldm', 'SampleConfig', 'denoise', 'sample', 'ExactDenoiser']
 
 # %% ../nbs/04_diffusion.ipynb #74946f76
 def _gather(coef: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -557,6 +557,32 @@ def load_ldm(path: str | Path, device: str | torch.device = 'cpu', ema: bool = T
     device = resolve_device(device)
     return unet.to(device).eval(), head.to(device).eval()
 
+# %% ../nbs/04_diffusion.ipynb #e299abaa
+@dataclasses.dataclass
+class SampleConfig(StageConfig):
+    "How tiles are generated (`sample`'s `cfg`); defaults: the paper's ancestral DDPM over all T steps."
+    sampler: str = 'ddpm'                # 'ddpm' or 'ddim'
+    steps: int | None = None             # None: all T
+    spacing: str = 'leading'             # or 'trailing' (starts at t = T − 1)
+    eta: float = 0.                      # DDIM's noise (0: deterministic)
+    guidance_scale: float = 1.           # classifier-free guidance w (1: plain conditional)
+    clip_x0: str | float | None = None   # 'range', a number, or None
+    retired = dict(quantize=False)       # measured, not adopted (lab/sampler_and_training)
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS: raise ValueError(f"sampler: one of {SAMPLERS}, got {self.sampler!r}.")
+        if self.spacing not in ('leading', 'trailing'): raise ValueError(f"spacing: 'leading' or 'trailing', got {self.spacing!r}.")
+        if self.steps is not None and self.steps < 1: raise ValueError(f"steps: a positive number or None (all), got {self.steps}.")
+        if not self.guidance_scale >= 0: raise ValueError(f"guidance_scale: must be ≥ 0, got {self.guidance_scale}.")
+
+    def describe(self) -> str:
+        "A short human-readable label, e.g. 'DDIM-50 (trailing), w = 2, x0 clipped'."
+        parts = [f"{self.sampler.upper()}-{self.steps or 'all'}" + (f" ({self.spacing})" if self.steps else '')]
+        if self.sampler == 'ddim' and self.eta: parts.append(f"η = {self.eta:g}")
+        if self.guidance_scale != 1: parts.append(f"w = {self.guidance_scale:g}")
+        if self.clip_x0 is not None: parts.append(f"x0 clipped ({self.clip_x0})")
+        return ', '.join(parts)
+
 # %% ../nbs/04_diffusion.ipynb #a65e41a9
 StepFn = Callable[[torch.Tensor, int, torch.Tensor, torch.Generator | None, int], torch.Tensor]
 SAMPLERS = ('ddpm', 'ddim')
@@ -600,20 +626,19 @@ def denoise(unet: CondUNet, z: torch.Tensor, cluster_ids: torch.Tensor, timestep
     return z
 
 @torch.no_grad()
-def sample(unet: CondUNet, vqgan: VQVAE, cluster_ids, steps: int | None = None, generator: torch.Generator | None = None, *,
-           sampler: str = 'ddpm', eta: float = 0., spacing: str = 'leading', guidance_scale: float = 1.,
-           clip_x0: str | float | None = None, schedule: LinearSchedule | None = None,
-           batch_size: int = 64, as_uint8: bool = True, decode: bool = True, amp: bool = True, latent_size: int = 32,
-           trace: list | None = None, progress: bool = True) -> np.ndarray | torch.Tensor:
-    "One tile per cluster id by DDPM or DDIM + VQ decoding: uint8 NHWC numpy, float NCHW in [0, 1], or latents (`decode=False`)."
-    if sampler not in SAMPLERS: raise ValueError(f"sampler: one of {SAMPLERS}, got {sampler!r}.")
-    if guidance_scale != 1 and unet.null_id is None:
-        raise ValueError(f"guidance_scale={guidance_scale}: guidance needs a U-Net trained with a 'no cluster' token "
+def sample(unet: CondUNet, vqgan: VQVAE, cluster_ids, cfg: SampleConfig | None = None, generator: torch.Generator | None = None, *,
+           schedule: LinearSchedule | None = None, batch_size: int = 64, as_uint8: bool = True, decode: bool = True, amp: bool = True,
+           latent_size: int = 32, trace: list | None = None, progress: bool = True) -> np.ndarray | torch.Tensor:
+    "One tile per cluster id under the sampler settings `cfg` (`SampleConfig`; default: the paper's DDPM over all T steps), VQ-decoded: uint8 NHWC numpy, float NCHW in [0, 1], or latents (`decode=False`)."
+    cfg = SampleConfig() if cfg is None else cfg
+    if not isinstance(cfg, SampleConfig): raise TypeError(f"cfg: the sampler settings as a SampleConfig (e.g. SampleConfig(steps={cfg!r})), got {cfg!r}.")
+    if cfg.guidance_scale != 1 and unet.null_id is None:
+        raise ValueError(f"guidance_scale={cfg.guidance_scale}: guidance needs a U-Net trained with a 'no cluster' token "
                          "(UNetConfig(null_cluster=True), PhaseConfig(p_uncond > 0)); use guidance_scale=1.")
     cluster_ids = torch.as_tensor(cluster_ids).long().flatten().cpu()
     schedule = schedule or getattr(unet, 'schedule', None) or LinearSchedule()
-    device, ts = unet.latent_scale.device, schedule.timesteps(steps, spacing)
-    step = schedule.step if sampler == 'ddpm' else partial(schedule.ddim_step, eta=eta)
+    device, ts = unet.latent_scale.device, schedule.timesteps(cfg.steps, cfg.spacing)
+    step = schedule.step if cfg.sampler == 'ddpm' else partial(schedule.ddim_step, eta=cfg.eta)
     was_training = unet.training
     unet.eval(); vqgan.eval().to(device)
     shape = (unet.cfg.in_channels, latent_size, latent_size)
@@ -622,7 +647,7 @@ def sample(unet: CondUNet, vqgan: VQVAE, cluster_ids, steps: int | None = None, 
         for ids in cluster_ids.split(batch_size):
             z = torch.randn((len(ids), *shape), generator=generator).to(device)
             z = denoise(unet, z, ids.to(device), ts, step, generator, amp, bar, schedule=schedule,
-                        guidance_scale=guidance_scale, clip_x0=clip_x0, trace=trace)
+                        guidance_scale=cfg.guidance_scale, clip_x0=cfg.clip_x0, trace=trace)
             z = unet.from_diffusion(z)
 
             out.append((vqgan.decode(z).float().clamp(0, 1) if decode else z).cpu())
@@ -659,33 +684,3 @@ class ExactDenoiser(DiffusionSpace):
         "The noise implied by E[z0 | z_t, cluster]: (z_t − √ᾱ_t·E[z0]) / √(1 − ᾱ_t)."
         x0 = (self.posterior(z_t, t, cond) @ self.data).view_as(z_t)
         return self.schedule.eps_x0(x0.to(z_t.dtype), t, z_t, 'x0')[0]
-
-# %% ../nbs/04_diffusion.ipynb #e299abaa
-@dataclasses.dataclass
-class SampleConfig(StageConfig):
-    "How tiles are generated (the arguments of `sample`); defaults: the paper's ancestral DDPM over all T steps."
-    sampler: str = 'ddpm'                # 'ddpm' or 'ddim'
-    steps: int | None = None             # None: all T
-    spacing: str = 'leading'             # or 'trailing' (starts at t = T − 1)
-    eta: float = 0.                      # DDIM's noise (0: deterministic)
-    guidance_scale: float = 1.           # classifier-free guidance w (1: plain conditional)
-    clip_x0: str | float | None = None   # 'range', a number, or None
-    retired = dict(quantize=False)       # measured, not adopted (lab/sampler_and_training)
-
-    def __post_init__(self):
-        if self.sampler not in SAMPLERS: raise ValueError(f"sampler: one of {SAMPLERS}, got {self.sampler!r}.")
-        if self.spacing not in ('leading', 'trailing'): raise ValueError(f"spacing: 'leading' or 'trailing', got {self.spacing!r}.")
-        if self.steps is not None and self.steps < 1: raise ValueError(f"steps: a positive number or None (all), got {self.steps}.")
-        if not self.guidance_scale >= 0: raise ValueError(f"guidance_scale: must be ≥ 0, got {self.guidance_scale}.")
-
-    def kwargs(self) -> dict:
-        "The settings as keyword arguments of `sample`."
-        return dataclasses.asdict(self)
-
-    def describe(self) -> str:
-        "A short human-readable label, e.g. 'DDIM-50 (trailing), w = 2, x0 clipped'."
-        parts = [f"{self.sampler.upper()}-{self.steps or 'all'}" + (f" ({self.spacing})" if self.steps else '')]
-        if self.sampler == 'ddim' and self.eta: parts.append(f"η = {self.eta:g}")
-        if self.guidance_scale != 1: parts.append(f"w = {self.guidance_scale:g}")
-        if self.clip_x0 is not None: parts.append(f"x0 clipped ({self.clip_x0})")
-        return ', '.join(parts)

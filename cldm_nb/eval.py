@@ -36,12 +36,12 @@ __all__ = ['METRICS', 'SYNTHETIC_NOTE', 'LABEL_COLUMNS', 'IMAGENET_MEAN', 'IMAGE
            'TISSUE_CHROMA', 'TISSUE_MIN', 'COPY_KINDS', 'COPY_CALIBRATION', 'as_tiles', 'paired_tiles', 'ssim_torch',
            'ssim_paired', 'msssim_paired', 'lpips_net', 'lpips_paired', 'evaluate_pairs', 'weights_hash',
            'save_synthetic_png', 'read_provenance', 'is_synthetic', 'write_label_template', 'load_labels',
-           'label_to_id', 'cluster_grid', 'cluster_gallery', 'derive_seed', 'sampling_config', 'sample_cluster',
-           'generate_for', 'cluster_accuracy', 'plot_cluster_accuracy', 'generated_gallery', 'sample_by_label',
-           'vgg16_features', 'image_features', 'as_features', 'mmd2_unbiased', 'kid', 'frechet_distance',
-           'precision_recall', 'dihedral', 'tissue_fraction', 'copy_view', 'copy_distances', 'nearest_training',
-           'plot_nearest', 'plant_copies', 'calibrate_copy_audit', 'memorisation_markdown', 'colour_stats',
-           'feature_space_name', 'quality_report', 'psnr_paired', 'reconstruct', 'reconstruction_psnr']
+           'label_to_id', 'cluster_grid', 'cluster_gallery', 'derive_seed', 'sample_cluster', 'generate_for',
+           'cluster_accuracy', 'plot_cluster_accuracy', 'generated_gallery', 'sample_by_label', 'vgg16_features',
+           'image_features', 'as_features', 'mmd2_unbiased', 'kid', 'frechet_distance', 'precision_recall', 'dihedral',
+           'tissue_fraction', 'copy_view', 'copy_distances', 'nearest_training', 'plot_nearest', 'plant_copies',
+           'calibrate_copy_audit', 'memorisation_markdown', 'colour_stats', 'feature_space_name', 'quality_report',
+           'psnr_paired', 'reconstruct', 'reconstruction_psnr']
 
 # %% ../nbs/06_eval.ipynb #ea3940ae
 def _infer_size(src: Path) -> int:
@@ -299,16 +299,10 @@ def derive_seed(seed: int, *keys: int) -> int:
     "A distinct 32-bit seed for each `(seed, *keys)` (numpy `SeedSequence` hashing; keys ≥ 0)."
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
 
-def sampling_config(steps: int | SampleConfig | None = None) -> SampleConfig:
-    "The sampler settings that the generation functions' `steps` argument stands for: None (the paper's), a step count, or a `SampleConfig`."
-    if isinstance(steps, SampleConfig): return steps
-    if steps is None or isinstance(steps, (int, np.integer)): return SampleConfig(steps=None if steps is None else int(steps))
-    raise ValueError(f"steps: a number of steps, None (all) or a SampleConfig, got {steps!r}.")
-
-def _sample_batch(unet: nn.Module, vqgan: nn.Module, cluster_ids, seed: int, steps: int | SampleConfig | None) -> np.ndarray:
-    "uint8 tiles for `cluster_ids`, all from one generator seeded with `seed`, under the sampler settings `steps`."
-    return sample(unet, vqgan, np.asarray(cluster_ids), generator=torch.Generator().manual_seed(seed),
-                  batch_size=max(len(cluster_ids), 1), progress=False, **sampling_config(steps).kwargs())
+def _sample_batch(unet: nn.Module, vqgan: nn.Module, cluster_ids, seed: int, cfg: SampleConfig) -> np.ndarray:
+    "uint8 tiles for `cluster_ids`, all from one generator seeded with `seed`, under the sampler settings `cfg`."
+    return sample(unet, vqgan, np.asarray(cluster_ids), cfg, torch.Generator().manual_seed(seed),
+                  batch_size=max(len(cluster_ids), 1), progress=False)
 
 def _on_device(device, *models: nn.Module) -> torch.device:
     "Resolve `device` and move the models there (eval mode); returns the device."
@@ -316,21 +310,21 @@ def _on_device(device, *models: nn.Module) -> torch.device:
     for m in models: m.to(device).eval()
     return device
 
-def sample_cluster(unet: nn.Module, vqgan: nn.Module, cluster_id: int, n: int, steps: int | SampleConfig | None = None, seed: int = 0,
+def sample_cluster(unet: nn.Module, vqgan: nn.Module, cluster_id: int, n: int, cfg: SampleConfig | None = None, seed: int = 0,
                    batch_size: int = 64, out_dir: str | Path | None = None, device: str | torch.device | None = None,
                    progress: bool = True, **meta) -> np.ndarray:
     "`n` uint8 tiles generated for `cluster_id` (batch b seeded by `(seed, cluster_id, b)`); stamped PNGs in `out_dir` when given."
-    k = unet.cfg.n_clusters
+    k, cfg = unet.cfg.n_clusters, cfg or SampleConfig()
     if not 0 <= int(cluster_id) < k: raise ValueError(f"cluster_id: must lie in 0…{k - 1} for this model, got {cluster_id}.")
     _on_device(device, unet, vqgan)
     digest = weights_hash(unet, vqgan) if out_dir is not None else None
     out = []
     for b, start in enumerate(tqdm(range(0, n, batch_size), desc=f'cluster {cluster_id}', disable=not progress)):
         s = derive_seed(seed, int(cluster_id), b)
-        out.append(_sample_batch(unet, vqgan, [int(cluster_id)] * min(batch_size, n - start), s, steps))
+        out.append(_sample_batch(unet, vqgan, [int(cluster_id)] * min(batch_size, n - start), s, cfg))
         for j, tile in enumerate(out[-1] if out_dir is not None else []):
             save_synthetic_png(Path(out_dir) / f'cluster{int(cluster_id):02d}_{start + j:05d}.png', tile, weights_sha256=digest,
-                               cluster_id=int(cluster_id), seed=s, batch_index=j, sampler=sampling_config(steps).describe(), **meta)
+                               cluster_id=int(cluster_id), seed=s, batch_index=j, sampler=cfg.describe(), **meta)
 
     return np.concatenate(out) if out else np.zeros((0, 128, 128, 3), np.uint8)
 
@@ -348,10 +342,10 @@ def _generation_record(out_dir: Path, record: dict) -> None:
     else: write_json(path, record)
 
 def generate_for(tiles, unet: nn.Module, vqgan: nn.Module, head: nn.Module | None = None, out_dir: str | Path = 'generated',
-                 cluster_ids: Sequence[int] | None = None, steps: int | SampleConfig | None = None, seed: int = 765, batch_size: int = 64,
+                 cluster_ids: Sequence[int] | None = None, cfg: SampleConfig | None = None, seed: int = 765, batch_size: int = 64,
                  device: str | torch.device | None = None, progress: bool = True) -> list[Path]:
     "Paper protocol: one generated tile per tile of `tiles`, under its cluster, as stamped PNGs `out_dir/{i:06d}.png`; resumable; under `torchrun` the batches are shared among the ranks."
-    tiles = as_tiles(tiles)
+    tiles, cfg = as_tiles(tiles), cfg or SampleConfig()
     device = _on_device(device, unet, vqgan, *([head] if head is not None else []))
     if cluster_ids is None:
         if head is None: raise ValueError("head, cluster_ids: pass the cluster head (to assign each tile's cluster) or the cluster ids.")
@@ -361,7 +355,7 @@ def generate_for(tiles, unet: nn.Module, vqgan: nn.Module, head: nn.Module | Non
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     digest = weights_hash(unet, vqgan)
     # under torchrun every rank checks the record; a rank that finds none writes it (atomically; the same on every rank)
-    _generation_record(out_dir, dict(n=len(tiles), seed=seed, sampling=sampling_config(steps).to_dict(), batch_size=batch_size, weights_sha256=digest,
+    _generation_record(out_dir, dict(n=len(tiles), seed=seed, sampling=cfg.to_dict(), batch_size=batch_size, weights_sha256=digest,
                                      version=__version__, cluster_ids=cluster_ids.tolist()))
     width = max(6, len(str(len(tiles) - 1)))                       # zero-padded: sorted names = tile order
     files = [out_dir / f'{i:0{width}d}.png' for i in range(len(tiles))]
@@ -370,15 +364,15 @@ def generate_for(tiles, unet: nn.Module, vqgan: nn.Module, head: nn.Module | Non
         todo = [i for i in range(start, min(start + batch_size, len(files))) if not files[i].exists()]
         if not todo: return
         s = derive_seed(seed, b)
-        gen = _sample_batch(unet, vqgan, cluster_ids[start:start + batch_size], s, steps)
+        gen = _sample_batch(unet, vqgan, cluster_ids[start:start + batch_size], s, cfg)
         for i in todo:
             save_synthetic_png(files[i], gen[i - start], weights_sha256=digest, cluster_id=int(cluster_ids[i]), seed=s,
-                               batch_index=i - start, sampler=sampling_config(steps).describe(), source_index=i)
+                               batch_index=i - start, sampler=cfg.describe(), source_index=i)
     shard_map(write_batch, range(math.ceil(len(files) / batch_size)), 'generate' if progress else None)   # returns when every rank is done
     return files
 
 # %% ../nbs/06_eval.ipynb #03974ca2
-def cluster_accuracy(unet: nn.Module, head: nn.Module, vqgan: nn.Module, n_per_cluster: int = 100, steps: int | SampleConfig | None = None,
+def cluster_accuracy(unet: nn.Module, head: nn.Module, vqgan: nn.Module, n_per_cluster: int = 100, cfg: SampleConfig | None = None,
 
                      seed: int = 0, batch_size: int = 64, device: str | torch.device | None = None,
                      progress: bool = True) -> pd.DataFrame:
@@ -387,7 +381,7 @@ def cluster_accuracy(unet: nn.Module, head: nn.Module, vqgan: nn.Module, n_per_c
     if head.n_clusters != k: raise ValueError(f"head: {head.n_clusters} clusters, but the U-Net is conditioned on {k}; use the pair from one checkpoint.")
     device = _on_device(device, unet, vqgan, head)
     def row(c: int) -> dict:
-        tiles = sample_cluster(unet, vqgan, c, n_per_cluster, steps, seed, batch_size, device=device, progress=False)
+        tiles = sample_cluster(unet, vqgan, c, n_per_cluster, cfg, seed, batch_size, device=device, progress=False)
         pred = assign_clusters(head, encode_latents(vqgan, tiles, batch_size, device))
         other = np.bincount(pred[pred != c], minlength=k)
         return dict(cluster=c, n=len(pred), correct=int((pred == c).sum()), accuracy=float((pred == c).mean()),
@@ -409,22 +403,22 @@ def plot_cluster_accuracy(df: pd.DataFrame, names: str | Path | pd.DataFrame | N
 
 # %% ../nbs/06_eval.ipynb #e0ff7f01
 def generated_gallery(unet: nn.Module, vqgan: nn.Module, n: int = 10, names: str | Path | pd.DataFrame | None = None,
-                      steps: int | SampleConfig | None = None, seed: int = 0, batch_size: int = 64, device: str | torch.device | None = None,
+                      cfg: SampleConfig | None = None, seed: int = 0, batch_size: int = 64, device: str | torch.device | None = None,
                       path: str | Path | None = None, progress: bool = True):
     "Paper Fig. 3: `n` generated tiles for each cluster, one row per cluster (`sample_cluster` seeds); PNG when `path` (under `torchrun`: the clusters shared among the ranks, rank 0 writes)."
     k = unet.cfg.n_clusters
-    rows = shard_map(lambda c: sample_cluster(unet, vqgan, c, n, steps, seed, batch_size, device=device, progress=False),
+    rows = shard_map(lambda c: sample_cluster(unet, vqgan, c, n, cfg, seed, batch_size, device=device, progress=False),
                      range(k), 'gallery' if progress else None)
     return cluster_grid(rows, _row_titles([None] * k, names), n, path=path if is_main() else None)
 
 def sample_by_label(name: str, n: int, unet: nn.Module, vqgan: nn.Module, labels: str | Path | pd.DataFrame,
-                    steps: int | SampleConfig | None = None, seed: int = 0, batch_size: int = 64, out_dir: str | Path | None = None,
+                    cfg: SampleConfig | None = None, seed: int = 0, batch_size: int = 64, out_dir: str | Path | None = None,
 
                     device: str | torch.device | None = None, progress: bool = True) -> np.ndarray:
     "`n` tiles generated for the cluster an expert named `name` in the `labels` file (see `load_labels`)."
     df = load_labels(labels, unet.cfg.n_clusters)
     cid = label_to_id(df, name)
-    return sample_cluster(unet, vqgan, cid, n, steps, seed, batch_size, out_dir, device, progress,
+    return sample_cluster(unet, vqgan, cid, n, cfg, seed, batch_size, out_dir, device, progress,
                           label=df.loc[df.id == cid, 'name'].item())
 
 # %% ../nbs/06_eval.ipynb #34528a50

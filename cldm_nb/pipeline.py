@@ -115,7 +115,7 @@ def sweep_quality(unet, head, vq, labels: np.ndarray, features: np.ndarray, cfg:
     "One K's joint-stage model: KID (vs the training tiles) and mean per-cluster accuracy of `cfg.sweep_tiles` generated tiles."
     seed = derive_seed(cfg.seed, k)
     ids = np.random.default_rng(seed).choice(labels, cfg.sweep_tiles)      # clusters in the training proportions
-    gen = sample(unet, vq, ids, generator=torch.Generator().manual_seed(seed), progress=False, **cfg.sweep_sampling.kwargs())
+    gen = sample(unet, vq, ids, cfg.sweep_sampling, torch.Generator().manual_seed(seed), progress=False)
     pred = assign_clusters(head, encode_latents(vq, gen, device=device))
     fake = image_features(gen, net=feature_space(cfg)[0], size=cfg.feature_size, device=device)
     kid_, kid_std = kid(features, fake, subset_size=max(2, len(fake) // 2), seed=cfg.seed)
@@ -224,7 +224,7 @@ def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg
     n = len(train) if cfg.eval_tiles is None else min(cfg.eval_tiles, len(train))
     labels, main = assign_clusters(head, latents), is_main()   # the fine-tuned head's clusters of the training tiles
     with stages('paired generation'):
-        generate_for(train[:n], unet, vq, out_dir=out/'generated', cluster_ids=labels[:n], steps=cfg.sampling,
+        generate_for(train[:n], unet, vq, out_dir=out/'generated', cluster_ids=labels[:n], cfg=cfg.sampling,
                      seed=cfg.seed, device=device, progress=main)
     with stages('SSIM / MS-SSIM / LPIPS'):
         metrics = evaluate_pairs(train[:n], out/'generated', pretrained_backbone=cfg.pretrained_lpips, device=device, progress=main)
@@ -235,14 +235,14 @@ def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg
         metrics['reconstruction'] = reconstruction
         if main: write_json(out/'metrics.json', metrics)
     with stages('per-cluster accuracy'):
-        acc = cluster_accuracy(unet, head, vq, cfg.n_per_cluster, steps=cfg.sampling, seed=cfg.seed, device=device, progress=main)
+        acc = cluster_accuracy(unet, head, vq, cfg.n_per_cluster, cfg=cfg.sampling, seed=cfg.seed, device=device, progress=main)
         acc.insert(1, 'training_tiles', np.bincount(labels, minlength=head.n_clusters))    # 0: a cluster the head leaves empty
         if main:
             with atomic_path(out/'cluster_accuracy.csv') as f: acc.to_csv(f, index=False)
             plot_cluster_accuracy(acc, path=out/'cluster_accuracy.png')
     with stages('galleries'):
         if main: cluster_gallery(train, labels, cfg.gallery_n, n_clusters=head.n_clusters, path=out/'gallery_real.png')
-        generated_gallery(unet, vq, cfg.gallery_n, steps=cfg.sampling, seed=cfg.seed, device=device, path=out/'gallery_generated.png',
+        generated_gallery(unet, vq, cfg.gallery_n, cfg=cfg.sampling, seed=cfg.seed, device=device, path=out/'gallery_generated.png',
                           progress=main)
     with stages('label template'):
         if main and not (out/'labels.csv').exists(): write_label_template(out/'labels.csv', head.n_clusters)
