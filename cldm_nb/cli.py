@@ -7,18 +7,22 @@ from __future__ import annotations
 import json, subprocess, sys
 from pathlib import Path
 
+import pandas as pd
+
 from fastcore.script import call_parse, Param, store_true
 
-from .config import RunConfig, read_run_config
+from .config import RunConfig, apply_overrides, read_run_config
 from .eval import as_tiles, evaluate_pairs, feature_space_name, quality_report, sample_by_label, sample_cluster, vgg16_features
 from .pipeline import run_pipeline
 from .report import distribution_markdown
 from .run import Run
+from .export import export_run, load_pretrained
 from .train import dist_env, resolve_device, run_lock, torchrun_command
 from .weights import fetch_vgg16_weights
 
 # %% auto #0
-__all__ = ['CLDM_UNDER_TORCHRUN', 'COMMANDS', 'SHORT_FLAGS', 'parse_k', 'cldm_run', 'cldm_sample', 'cldm_eval', 'main']
+__all__ = ['CLDM_UNDER_TORCHRUN', 'COMMANDS', 'SHORT_FLAGS', 'parse_k', 'cldm_run', 'cldm_sample', 'cldm_export', 'cldm_eval',
+           'main']
 
 # %% ../nbs/08_cli.ipynb #e1ae4879
 def parse_k(k: str) -> tuple[int, int]:
@@ -56,7 +60,8 @@ def cldm_run(data: Param("Slide, folder of slides and/or tiles, or .npy (default
              untrained_lpips: Param("Score with an untrained VGG16 instead of fetching the ImageNet one (tests only: the scores mean nothing)", store_true) = False,
              nproc: Param("Train with this many processes on this machine (one per GPU), launched with torchrun", int) = 1,
              nnodes: Param("Machines taking part (run the same command on each; needs --rdzv_endpoint)", int) = 1,
-             rdzv_endpoint: Param("HOST:PORT every machine reaches, for --nnodes > 1", str) = None):
+             rdzv_endpoint: Param("HOST:PORT every machine reaches, for --nnodes > 1", str) = None,
+             set: Param("KEY=VALUE: change one setting, e.g. vqgan.epochs=10 or sampling.guidance_scale=2 (dotted keys of RunConfig; repeat for more)", str, action='append') = None):
     "Tiles → VQ-GAN → K sweep → fine-tuning → generation → metrics → report.md, resuming finished stages."
     if (nproc > 1 or nnodes > 1) and dist_env()[1] == 1:       # not yet under torchrun: start it, this command in each process
         args = _without(sys.argv[1:], ('--nproc', '--nnodes', '--rdzv_endpoint'))
@@ -70,30 +75,50 @@ def cldm_run(data: Param("Slide, folder of slides and/or tiles, or .npy (default
     if skip_bad: cfg = cfg.replace(skip_bad=True)
     if untrained_lpips: cfg = cfg.replace(pretrained_lpips=False)
     if mpp is not None or level is not None: cfg = cfg.replace(mpp=mpp, level=level)
+    if set: cfg = apply_overrides(cfg, set)
     return run_pipeline(data, out, cfg, dev, force=force)
 
 # %% ../nbs/08_cli.ipynb #29e9de05
 @call_parse
 def cldm_sample(run: Param("Folder of a finished `cldm run`", str) = None,
+                model: Param("Folder written by `cldm export` (instead of --run)", str) = None,
                 out: Param("Where to write the PNGs", str) = None,
                 cluster: Param("Cluster id to generate", int) = None,
                 label: Param("Cluster name from the run's labels.csv", str) = None,
                 n: Param("Number of tiles", int) = 16,
-                steps: Param("Sampling steps (default: the run's own sampler settings)", int) = None,
+                sampler: Param("ddpm or ddim (default: the run's own sampler settings, as for the three below)", str) = None,
+                steps: Param("Sampling steps", int) = None,
+                guidance_scale: Param("Classifier-free guidance w (1: none; more needs a run trained with the 'no cluster' token)", float) = None,
+                batch_size: Param("Tiles generated at once", int) = 64,
                 seed: Param("Seed", int) = 0,
                 device: Param("auto, cpu or cuda", str) = 'auto'):
     "Generate `n` tiles of one cluster, by id or by label, as provenance-stamped PNGs."
-    if run is None or out is None: raise ValueError("--run and --out are required.")
+    if (run is None) == (model is None) or out is None: raise ValueError("give --out and one of --run RUN or --model EXPORT.")
     if (cluster is None) == (label is None): raise ValueError("give exactly one of --cluster ID or --label NAME.")
     dev = resolve_device(device)
-    r = Run.open(run)
-    (unet, _), vq, labels, sampling = r.ldm(dev), r.vqgan(dev), r.labels_path, r.sampling
-    if steps is not None: sampling = sampling.replace(steps=steps)
+    if model is not None:
+        m = load_pretrained(model, dev)
+        (unet, _), vq, labels, sampling = m.ldm(), m.vqgan(), pd.DataFrame(dict(id=range(m.k), name=m.cluster_names(), description='')), m.sampling
+    else:
+        r = Run.open(run)
+        (unet, _), vq, labels, sampling = r.ldm(dev), r.vqgan(dev), r.labels_path, r.sampling
+    chosen = dict(sampler=sampler, steps=steps, guidance_scale=guidance_scale)
+    sampling = sampling.replace(**{k: v for k, v in chosen.items() if v is not None})
     with run_lock(out):
-        if label is not None: tiles = sample_by_label(label, n, unet, vq, labels, sampling, seed=seed, out_dir=out, device=dev)
-        else: tiles = sample_cluster(unet, vq, cluster, n, sampling, seed=seed, out_dir=out, device=dev)
+        if label is not None: tiles = sample_by_label(label, n, unet, vq, labels, sampling, seed, batch_size, out, dev)
+        else: tiles = sample_cluster(unet, vq, cluster, n, sampling, seed, batch_size, out, dev)
     print(f"wrote {len(tiles)} tiles to {out}")
     return tiles
+
+@call_parse
+def cldm_export(run: Param("Folder of a finished `cldm run`", str) = None,
+                out: Param("New folder for the exported model", str) = None,
+                data_licence: Param("The training data's licence, for the model card (default: unknown)", str) = None):
+    "Write a run's inference model: safetensors networks, config.json and a model card, for `load_pretrained` and `--model`."
+    if run is None or out is None: raise ValueError("--run and --out are required.")
+    path = export_run(run, out, data_licence)
+    print(f"exported {Run.open(run).k} clusters to {path}: " + ', '.join(f"{f.name} ({f.stat().st_size / 2**20:.1f} MB)" for f in sorted(path.iterdir())))
+    return path
 
 @call_parse
 def cldm_eval(real: Param("Folder of real tiles", str) = None, fake: Param("Folder of generated tiles (paired by sorted name)", str) = None,
@@ -117,11 +142,11 @@ def cldm_eval(real: Param("Folder of real tiles", str) = None, fake: Param("Fold
 # %% ../nbs/08_cli.ipynb #332a4785
 from .maps import cldm_map
 
-COMMANDS = dict(run=cldm_run, sample=cldm_sample, eval=cldm_eval, map=cldm_map)
+COMMANDS = dict(run=cldm_run, sample=cldm_sample, eval=cldm_eval, map=cldm_map, export=cldm_export)
 SHORT_FLAGS = {'-n': '--n'}          # argparse gives one-letter parameters a double dash; accept the usual single one
 
 def main(argv: list[str] | None = None):
-    "Entry point of `cldm`: dispatch to `cldm run|sample|eval|map`."
+    "Entry point of `cldm`: dispatch to `cldm run|sample|eval|map|export`."
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: cldm {{{','.join(COMMANDS)}}} [options]   (cldm COMMAND --help for its options)")

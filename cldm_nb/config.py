@@ -4,9 +4,10 @@
 
 # %% ../nbs/06a_config.ipynb #001b5d9b
 from __future__ import annotations
-import json
+import dataclasses, json, typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from .train import StageConfig
 from .vqgan import VQGANConfig
@@ -14,7 +15,7 @@ from .diffusion import LDMConfig, UNetConfig, SampleConfig
 from .finetune import Finetune1Config, Finetune2Config
 
 # %% auto #0
-__all__ = ['RunConfig', 'read_run_config']
+__all__ = ['RunConfig', 'read_run_config', 'config_keys', 'typed_value', 'apply_overrides']
 
 # %% ../nbs/06a_config.ipynb #dcde7a41
 @dataclass
@@ -117,3 +118,47 @@ def read_run_config(path: str | Path) -> RunConfig:
     if not isinstance(d, dict): raise ValueError(f"{path}: expected a JSON object of RunConfig fields.")
     try: return RunConfig.from_dict(d['config'] if 'config' in d else d)
     except (TypeError, ValueError) as e: raise ValueError(f"{path}: {e}") from None
+
+# %% ../nbs/06a_config.ipynb #532f3ece
+def config_keys(cfg: StageConfig, prefix: str = '') -> dict[str, object]:
+    "Every setting of `cfg` as its dotted key → its type, nested configs walked (`vqgan.epochs`, `ldm.unet.channels`, `sampling.steps`, …)."
+    hints, keys = typing.get_type_hints(type(cfg)), {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, StageConfig): keys.update(config_keys(value, f'{prefix}{f.name}.'))
+        else: keys[f'{prefix}{f.name}'] = hints[f.name]
+    return keys
+
+def _type_name(hint) -> str: return ' | '.join(getattr(a, '__name__', str(a)).replace('NoneType', 'null') for a in (typing.get_args(hint) or (hint,)))
+
+def typed_value(key: str, text: str, hint):
+    "`text` as a value of type `hint`: JSON when it parses (numbers, true/false, null, lists), else the text itself; a ValueError naming `key` when it does not fit."
+    try: value = json.loads(text)
+    except json.JSONDecodeError: value = text
+    allowed = set(typing.get_args(hint) or (hint,))
+    sequence = any(a in (tuple, list) or typing.get_origin(a) in (tuple, list) for a in allowed)
+    if value is None and type(None) in allowed: return None
+    if isinstance(value, bool):
+        if bool in allowed: return value
+    elif isinstance(value, int) and int in allowed: return value
+    elif isinstance(value, (int, float)) and float in allowed: return float(value)
+    elif isinstance(value, list) and sequence: return tuple(value)
+    if str in allowed: return text
+    raise ValueError(f"--set {key}={text}: expected {_type_name(hint)}.")
+
+def apply_overrides(cfg: RunConfig, items: Sequence[str]) -> RunConfig:
+    "`cfg` with `KEY=VALUE` settings applied (keys of `config_keys`, values `typed_value`), rebuilt through every config's checks."
+    keys, d = config_keys(cfg), cfg.to_dict()
+    for item in items:
+        key, eq, text = item.partition('=')
+        if not (eq and key): raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set vqgan.epochs=10.")
+        if key not in keys:
+            group = [k for k in keys if k.startswith(key + '.')]
+            inside = group or [k for k in keys if k.startswith(key.rpartition('.')[0] + '.')]
+            raise ValueError(f"--set {key}: {'a group of settings' if group else 'no such setting'}; "
+                             f"valid keys{' here' if inside else ''}: {', '.join(inside or keys)}.")
+        *path, last = key.split('.')
+        node = d
+        for p in path: node = node[p]
+        node[last] = typed_value(key, text, keys[key])
+    return RunConfig.from_dict(d)

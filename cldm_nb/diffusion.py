@@ -453,10 +453,20 @@ class _PhaseTrainer(Trainer):
     def state_dict(self) -> dict:
         return dict(super().state_dict(), model_spec=model_spec(self.models['unet'], self.models['head']))
 
-def _cluster_report(latents: torch.Tensor, n_clusters: int) -> Callable:
-    "`on_epoch_end`: how many clusters the head uses over the training latents, and the largest one's share."
+def _tb_generated(tr: Trainer, vqgan: VQVAE, n: int = 4, steps: int = 10) -> None:
+    "TensorBoard image: `n` tiles generated for each cluster (a row each) from fixed noise by DDIM-`steps`, with the EMA U-Net when kept."
+    unet = tr.models['ema'].module if 'ema' in tr.models else tr.models['unet']
+    k = tr.models['head'].n_clusters
+    tiles = sample(unet, vqgan, np.repeat(np.arange(k), n), SampleConfig(sampler='ddim', steps=steps, spacing='trailing'),
+                   torch.Generator().manual_seed(0), as_uint8=False, progress=False)
+    _, c, h, w = tiles.shape
+    tr.tb.add_image('generated, a row per cluster', tiles.view(k, n, c, h, w).permute(2, 0, 3, 1, 4).reshape(c, k * h, n * w), tr.step)
+
+def _cluster_report(latents: torch.Tensor, n_clusters: int, vqgan: VQVAE, epochs: int) -> Callable:
+    "`on_epoch_end`: how many clusters the head uses over the training latents, and the largest one's share; in TensorBoard, generated tiles about 8 times a phase."
     def report(tr: Trainer, epoch: int) -> dict:
         sizes = cluster_sizes(assign_clusters(tr.models['head'], latents), n_clusters)
+        if tr.tb is not None and (epoch % max(1, epochs // 8) == 0 or epoch == epochs): _tb_generated(tr, vqgan)
         return dict(clusters_used=int((sizes > 0).sum()), largest_cluster=float(sizes.max() / sizes.sum()))
     return report
 
@@ -490,7 +500,7 @@ def phase_trainer(name: str, unet: CondUNet, head: ClusterHead, tiles: np.ndarra
                          data, cfg, out_dir, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=device,
                          frozen=('ema',) + (() if cfg.train_head else ('head',)), amp=cfg.amp, progress=progress, lr_decay=cfg.lr_decay,
                          resident_gb=cfg.cache_gb,
-                         on_epoch_end=None if latents is None else _cluster_report(latents, head.n_clusters))
+                         on_epoch_end=None if latents is None else _cluster_report(latents, head.n_clusters, vqgan, cfg.epochs))
 
 def train_phase(name: str, unet: CondUNet, head: ClusterHead, tiles: np.ndarray | str | Path, vqgan: VQVAE,
                 cfg: PhaseConfig, out_dir: str | Path, resume: bool = True, device: str | torch.device | None = None, *,

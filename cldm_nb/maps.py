@@ -4,6 +4,7 @@
 
 # %% ../nbs/10_maps.ipynb #5b3524e2
 from __future__ import annotations
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -13,13 +14,14 @@ from fastcore.script import call_parse, Param
 
 from .data import atomic_path, save_figure
 from .imsat import cluster_probs
+from .export import Pretrained, load_pretrained
 from .run import Run
 from .slides import SlidePlan, _safe, iter_slide_tiles, plan_slide
 from .train import resolve_device
 from .vqgan import encode_latents
 
 # %% auto #0
-__all__ = ['cluster_colors', 'cluster_raster', 'plot_cluster_map', 'map_slide', 'map_run_slides', 'cldm_map']
+__all__ = ['cluster_colors', 'cluster_raster', 'plot_cluster_map', 'tiles_geojson', 'map_slide', 'map_run_slides', 'cldm_map']
 
 # %% ../nbs/10_maps.ipynb #a632d84e
 def cluster_colors(k: int) -> np.ndarray:
@@ -55,10 +57,22 @@ def plot_cluster_map(plan: SlidePlan, clusters: np.ndarray, n_clusters: int, nam
     return fig
 
 # %% ../nbs/10_maps.ipynb #80e1345d
-def map_slide(run: str | Path | Run, slide: str | Path, out: str | Path | None = None, mpp: float | None = None,
+def tiles_geojson(df: pd.DataFrame, side: float, n_clusters: int) -> dict:
+    "A cluster map's table (`name`, `x`, `y`, `cluster`, `label`, `probability`, …) as a GeoJSON FeatureCollection for slide viewers: one square per tile, `side` level-0 pixels from its top-left `x`, `y`, with QuPath's `objectType` and `classification` (the cluster's name and colour)."
+    colors = (cluster_colors(n_clusters) * 255).round().astype(int).tolist()
+    def feature(r) -> dict:
+        x, y, name = float(r.x), float(r.y), r.label if isinstance(r.label, str) and r.label else f'cluster {r.cluster}'
+        ring = [[x, y], [x + side, y], [x + side, y + side], [x, y + side], [x, y]]
+        return dict(type='Feature', geometry=dict(type='Polygon', coordinates=[ring]),
+                    properties=dict(objectType='tile', name=r.name, cluster=int(r.cluster), probability=float(r.probability),
+                                    classification=dict(name=name, color=colors[int(r.cluster)]),
+                                    measurements=dict(probability=float(r.probability), tissue=float(r.tissue))))
+    return dict(type='FeatureCollection', features=[feature(r) for r in df.itertuples(index=False)])
+
+def map_slide(run: str | Path | Run | Pretrained, slide: str | Path, out: str | Path | None = None, mpp: float | None = None,
               level: int | None = None, device: str = 'auto', batch_size: int = 64, name: str | None = None) -> pd.DataFrame:
-    "Assign every tissue tile of `slide` to a cluster with `run`'s models; write `out` (PNG, default `run/maps/<slide>.png`) and its CSV."
-    run, slide, dev = run if isinstance(run, Run) else Run.open(run), Path(slide), resolve_device(device)
+    "Assign every tissue tile of `slide` to a cluster with the models of a run (or of an export, `load_pretrained`); write `out` (PNG, default `run/maps/<slide>.png`, `maps/<slide>.png` for an export), its CSV and its GeoJSON (`tiles_geojson`)."
+    run, slide, dev = run if isinstance(run, (Run, Pretrained)) else Run.open(run), Path(slide), resolve_device(device)
     if mpp is None and level is None: mpp, level = run.cfg.mpp, run.cfg.level
     plan = plan_slide(slide, mpp=mpp, level=level, min_tissue=run.cfg.min_tissue, name=name)
     vq, (_, head), names = run.vqgan(dev), run.ldm(dev), run.cluster_names()
@@ -66,8 +80,9 @@ def map_slide(run: str | Path | Run, slide: str | Path, out: str | Path | None =
     clusters = probs.argmax(1)
     df = pd.DataFrame(dict(name=plan.names(), slide=plan.name, x=plan.tiles.x, y=plan.tiles.y, tissue=plan.tiles.tissue.round(4),
                            cluster=clusters, label=[names[c] for c in clusters] if names else '', probability=probs.max(1).round(4)))
-    out = Path(out) if out is not None else run.path/'maps'/f'{_safe(plan.name)}.png'
+    out = Path(out) if out is not None else (run.path if isinstance(run, Run) else Path())/'maps'/f'{_safe(plan.name)}.png'
     with atomic_path(out.with_suffix('.csv')) as f: df.to_csv(f, index=False)
+    with atomic_path(out.with_suffix('.geojson')) as f: f.write_text(json.dumps(tiles_geojson(df, plan.side, head.n_clusters)))
     import matplotlib.pyplot as plt
     plt.close(plot_cluster_map(plan, clusters, head.n_clusters, names, path=out))
     return df
@@ -87,14 +102,15 @@ def map_run_slides(out: str | Path, device: str = 'auto', log=print) -> list[Pat
 
 @call_parse
 def cldm_map(run: Param("Folder of a finished `cldm run`", str) = None,
+             model: Param("Folder written by `cldm export` (instead of --run; then --out defaults to maps/<slide>.png)", str) = None,
              slide: Param("Slide file (.svs, .ndpi, .mrxs, tiled .tiff, …)", str) = None,
              out: Param("PNG to write (default: RUN/maps/<slide>.png); the CSV goes beside it", str) = None,
              mpp: Param("Read at this µm/px (default: as the run did)", float) = None,
              level: Param("Read this pyramid level instead", int) = None,
              device: Param("auto, cpu or cuda", str) = 'auto'):
-    "Colour every tissue tile of a slide by its cluster: a thumbnail PNG with a legend, and a CSV tile → cluster → probability."
-    if run is None or slide is None: raise ValueError("--run and --slide are required.")
-    df = map_slide(run, slide, out, mpp=mpp, level=level, device=device)
-    png = Path(out) if out else Path(run)/'maps'/f'{_safe(Path(slide).name)}.png'
-    print(f"{len(df)} tiles in {df.cluster.nunique()} clusters → {png} and {png.with_suffix('.csv')}")
+    "Colour every tissue tile of a slide by its cluster: a thumbnail PNG with a legend, a CSV tile → cluster → probability, and GeoJSON for slide viewers (QuPath)."
+    if (run is None) == (model is None) or slide is None: raise ValueError("give --slide and one of --run RUN or --model EXPORT.")
+    df = map_slide(run or load_pretrained(model, device), slide, out, mpp=mpp, level=level, device=device)
+    png = Path(out) if out else (Path(run) if run else Path())/'maps'/f'{_safe(Path(slide).name)}.png'
+    print(f"{len(df)} tiles in {df.cluster.nunique()} clusters → {png}, {png.with_suffix('.csv')} and {png.with_suffix('.geojson')}")
     return df

@@ -17,7 +17,7 @@ from torch import nn
 import cldm_nb
 from .config import RunConfig
 from .data import check_manifest, read_manifest, sample_data, split_indices, write_json, write_manifest, atomic_path
-from .train import barrier, broadcast_object, dist_env, init_distributed, is_main, resolve_device, run_lock, shard_map
+from .train import tensorboard, barrier, broadcast_object, dist_env, init_distributed, is_main, resolve_device, run_lock, shard_map
 from .vqgan import encode_latents, train_vqgan
 from .weights import fetch_vgg16_weights, require_vgg16_weights
 from .imsat import assign_clusters, cluster_features, cluster_probs
@@ -30,7 +30,7 @@ from .eval import (generate_for, evaluate_pairs, cluster_accuracy, plot_cluster_
                           nearest_training)
 from .maps import map_run_slides
 from .report import write_report
-from .slides import load_data
+from .slides import load_data, tile_origins
 
 # %% auto #0
 __all__ = ['prepare_out', 'Stages', 'peak_rss_gb', 'data_stage', 'vgg_weights_stage', 'feature_space', 'train_features',
@@ -180,14 +180,15 @@ def kept_phase(head: nn.Module, latents: torch.Tensor, min_cluster: float, earli
 
 # %% ../nbs/07_pipeline.ipynb #31758047
 def write_clusters(out: Path, tiles: np.ndarray, train_idx: np.ndarray, train_latents: torch.Tensor, vq, head, device) -> pd.DataFrame:
-    "`clusters.csv`: every tile's name (from the manifest), split, cluster id and the head's probability for it."
+    "`clusters.csv`: every tile's name (from the manifest), split, cluster id and the head's probability for it, and where it came from (`tile_origins`: slide, x, y, level, mpp; empty for plain tiles)."
     m = read_manifest(out/'manifest.json')
     latents = torch.zeros(len(tiles), *train_latents.shape[1:])
     latents[train_idx] = train_latents
     if len(m['test_idx']): latents[m['test_idx']] = encode_latents(vq, tiles[m['test_idx']], device=device)
     p = cluster_probs(head, latents)
-    df = pd.DataFrame(dict(tile=[t['name'] for t in m['tiles']], split=[t['split'] for t in m['tiles']],
-                           cluster=p.argmax(1), probability=p.max(1).round(4)))
+    names = [t['name'] for t in m['tiles']]
+    df = pd.DataFrame(dict(tile=names, split=[t['split'] for t in m['tiles']], cluster=p.argmax(1), probability=p.max(1).round(4)))
+    df = pd.concat([df, tile_origins(out, names)], axis=1)
     with atomic_path(out/'clusters.csv') as f: df.to_csv(f, index=False)
     return df
 
@@ -257,7 +258,7 @@ def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, 
     data = Path(data) if data is not None else sample_data()
     out = broadcast_object(Path(out) if out is not None else Path('runs')/datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
     vgg_weights_stage(cfg, log)                               # fetched now, or stop now: not after hours of training
-    with run_lock(out) if is_main() else nullcontext(): return _stages(data, out, cfg, device, k, force, log)
+    with run_lock(out) if is_main() else nullcontext(), tensorboard(out/'tb'): return _stages(data, out, cfg, device, k, force, log)
 
 def _keep_clusters(unet, head, latents: torch.Tensor, cfg: RunConfig, kdir: Path, device) -> tuple[nn.Module, nn.Module, dict]:
     "The fine-tuned model the run keeps (`kept_phase`; rank 0 decides for every rank), in eval mode, and the record of the choice."

@@ -23,7 +23,8 @@ from .data import _tiles_of, atomic_path, list_images, load_tiles, save_figure, 
 # %% auto #0
 __all__ = ['SLIDE_SUFFIXES', 'INDEX_COLUMNS', 'write_test_slide', 'is_slide', 'open_slide', 'slide_mpp', 'slide_resolution',
            'read_tile', 'saturation', 'tissue_mask', 'tile_grid', 'SlidePlan', 'slide_thumbnail', 'plan_slide',
-           'plot_tissue', 'tile_locations', 'iter_slide_tiles', 'write_store', 'read_store', 'find_slides', 'load_data']
+           'plot_tissue', 'tile_locations', 'iter_slide_tiles', 'write_store', 'read_store', 'tile_origins',
+           'find_slides', 'load_data']
 
 # %% ../nbs/09_slides.ipynb #063718a3
 def write_test_slide(path: str | Path, tiles: np.ndarray, grid: tuple[int, int] = (4, 6), margin: int = 256,
@@ -279,6 +280,16 @@ def read_store(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
     tiles, index = np.load(folder/'tiles.npy', mmap_mode='r'), pd.read_csv(folder/'index.csv', dtype=dict(slide='string'))
     if len(tiles) != len(index): raise ValueError(f"{folder}: tiles.npy holds {len(tiles)} tiles, index.csv {len(index)} rows; cut the data again.")
     return tiles, index
+
+# %% ../nbs/09_slides.ipynb #4df86af8
+def tile_origins(run: str | Path, names: Sequence[str]) -> pd.DataFrame:
+    "`slide`, `x`, `y`, `level`, `mpp` of the tiles `names` of the run in `run` (its `tiles/index.csv` when it was cut from slides; else from the names); empty for plain tiles."
+    loc = tile_locations(names).assign(level=pd.array([pd.NA] * len(names), dtype='Int64'), mpp=np.nan)
+    index = Path(run)/'tiles'/'index.csv'
+    if index.is_file():
+        store = pd.read_csv(index, usecols=['name', 'level', 'mpp']).drop_duplicates('name').set_index('name').reindex(list(names))
+        loc['level'], loc['mpp'] = store['level'].astype('Int64').values, store['mpp'].values
+    return loc
 
 # %% ../nbs/09_slides.ipynb #8aece1e9
 def find_slides(src: Path) -> list[Path]:

@@ -18,11 +18,12 @@ from tqdm import tqdm
 from .data import atomic_path
 
 # %% auto #0
-__all__ = ['RETIRED_AFTER', 'LR_DECAYS', 'MAX_STEPS_VAR', 'StageConfig', 'save_checkpoint', 'load_checkpoint', 'resolve_device',
-           'fast_cuda', 'make_optimizer', 'seeded', 'count_params', 'dist_env', 'is_main', 'init_distributed',
-           'barrier', 'broadcast_object', 'shard_indices', 'gather_objects', 'shard_map', 'NonFiniteLossError',
-           'Trainer', 'optimise', 'autocast', 'check_lr_decay', 'lr_factor', 'state_dict', 'load_state', 'save',
-           'write_log', 'step_cap', 'fit', 'batch_random', 'RunLockedError', 'run_lock', 'torchrun_command', 'plot_log']
+__all__ = ['RETIRED_AFTER', 'TENSORBOARD', 'LR_DECAYS', 'MAX_STEPS_VAR', 'StageConfig', 'save_checkpoint', 'load_checkpoint',
+           'resolve_device', 'fast_cuda', 'make_optimizer', 'seeded', 'count_params', 'dist_env', 'is_main',
+           'init_distributed', 'barrier', 'broadcast_object', 'shard_indices', 'gather_objects', 'shard_map',
+           'NonFiniteLossError', 'tensorboard', 'tensorboard_dir', 'Trainer', 'optimise', 'autocast', 'check_lr_decay',
+           'lr_factor', 'state_dict', 'load_state', 'save', 'write_log', 'step_cap', 'fit', 'batch_random',
+           'RunLockedError', 'run_lock', 'torchrun_command', 'plot_log']
 
 # %% ../nbs/00a_train.ipynb #fb0e1eb7
 def _plain(v):
@@ -194,6 +195,42 @@ def _resident(data, device: torch.device, budget_gb: float):
     moved = tuple(t.to(device) for t in tensors)
     return moved if isinstance(data, tuple) else moved[0]
 
+# %% ../nbs/00a_train.ipynb #9f47bcd4
+TENSORBOARD = contextvars.ContextVar('tensorboard', default=None)    # the log root of the stages trained now (None: no events)
+
+@contextmanager
+def tensorboard(root: str | Path | None) -> Iterator[None]:
+    "Inside the block, every `Trainer` writes TensorBoard events under `root` (rank 0; None: none)."
+    token = TENSORBOARD.set(None if root is None else Path(root))
+    try: yield
+    finally: TENSORBOARD.reset(token)
+
+def tensorboard_dir(out_dir: str | Path, name: str) -> Path | None:
+    "A stage's event folder: `root/<out_dir relative to root's parent>`, plus `/name` unless the folder is already named so (`RUN/tb/vqgan`, `RUN/tb/k3/ldm`)."
+    if (root := TENSORBOARD.get()) is None: return None
+    try: rel = Path(out_dir).resolve().relative_to(root.resolve().parent)
+    except ValueError: rel = Path(Path(out_dir).name)
+    return root/rel if rel.name == name else root/rel/name
+
+def _tb_open(tr) -> None:
+    "The stage's writer (rank 0, inside `tensorboard`); resumed, it drops the events an interrupted pass wrote after the checkpoint."
+    if tr.tb_dir is None or tr.rank: return
+    from torch.utils.tensorboard import SummaryWriter
+    tr.tb = SummaryWriter(str(tr.tb_dir), purge_step=tr.step + 1 if tr.step else None)
+
+def _tb_close(tr) -> None:
+    if tr.tb is not None: tr.tb.close(); tr.tb = None
+
+def _tb_epoch(tr, row: dict) -> None:
+    "An epoch's scalars at the global step: its metrics, each optimiser's learning rate, the seconds per step."
+    if tr.tb is None: return
+    for k, v in row.items():
+        if k not in ('epoch', 'step', 'seconds') and isinstance(v, (int, float)) and math.isfinite(v): tr.tb.add_scalar(f'metrics/{k}', v, tr.step)
+    for k, o in tr.optimizers.items(): tr.tb.add_scalar(f'lr/{k}', o.param_groups[0]['lr'], tr.step)
+    before = tr.history[-2]['seconds'] if len(tr.history) > 1 else 0.
+    tr.tb.add_scalar('time/seconds_per_step', (row['seconds'] - before) / tr.steps_per_epoch, tr.step)
+    tr.tb.flush()
+
 # %% ../nbs/00a_train.ipynb #f4ae7574
 class Trainer:
     "The training loop shared by every stage (see the chapter for the contract of `step_fn`)."
@@ -216,6 +253,7 @@ class Trainer:
             for g in o.param_groups: g.setdefault('initial_lr', g['lr'])   # what a decay scales (kept in the optimiser's state)
         self.step, self.history, self.elapsed, self._sums = 0, [], 0., {}
         self.rank, self.world = _sharing()
+        self.tb_dir, self.tb = tensorboard_dir(self.out_dir, name), None     # TensorBoard: where (inside `tensorboard`), the writer
         self.gen = torch.Generator(self.device)             # this rank's randomness, re-seeded every step, on the device
         self.batch_gen = self.gen if self.world == 1 else torch.Generator(self.device)   # the global batch's, the same on every rank
         self._rows, self._global_n, self._share, self._counts, self._bad = slice(None), 0, 1., {}, {}
@@ -388,6 +426,7 @@ def _end_epoch(self: Trainer, t0: float) -> None:
     if self.on_epoch_end: row.update(self.on_epoch_end(self, self.epoch) or {})
     self._counts = _int_buffers(self)
     self.history.append(row)
+    _tb_epoch(self, row)
 
 def fit(self: Trainer, resume: bool = True, max_steps: int | None = None) -> Trainer:
     "Train to the end (or `max_steps` more steps, at most `step_cap()`), resuming from `ckpt_path` when `resume`."
@@ -396,6 +435,7 @@ def fit(self: Trainer, resume: bool = True, max_steps: int | None = None) -> Tra
     self._counts = _int_buffers(self)
     max_steps = step_cap(max_steps)
     stop = self.total_steps if max_steps is None else min(self.total_steps, self.step + max_steps)
+    if self.step < stop: _tb_open(self)             # a finished stage, reloaded, writes nothing
     t0 = last_save = time.time(); start, due = self.step, False
     bar = tqdm(total=self.total_steps, initial=self.step, desc=self.name, disable=not self.progress or self.rank > 0,
                dynamic_ncols=True, leave=True)
@@ -423,6 +463,7 @@ def fit(self: Trainer, resume: bool = True, max_steps: int | None = None) -> Tra
         print(f"\n{self.name}: interrupted at step {self.step}; run again to resume from {self.ckpt_path}"
               + (" (last saved checkpoint)" if self.ckpt_path.exists() else " (no checkpoint yet)"))
         raise
+    finally: _tb_close(self)
     bar.close()
     return self
 

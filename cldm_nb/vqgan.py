@@ -325,8 +325,9 @@ def _epoch_report(grid: torch.Tensor, out_dir: Path):
         vq.train()
         mse = F.mse_loss(recon, grid).item()
         if tr.rank == 0:                                # under torchrun every rank reports, rank 0 draws
-            with atomic_path(out_dir / f'vqgan_recon_{epoch:03d}.png') as f:
-                torchvision.utils.save_image(torch.cat([grid, recon.clamp(0, 1)]), f, nrow=len(grid), format='png')
+            pair = torchvision.utils.make_grid(torch.cat([grid, recon.clamp(0, 1)]), nrow=len(grid))
+            with atomic_path(out_dir / f'vqgan_recon_{epoch:03d}.png') as f: torchvision.utils.save_image(pair, f, format='png')
+            if tr.tb is not None: tr.tb.add_image('reconstructions (top: tiles)', pair, tr.step)
         return dict(codes_used=int((counts > 0).sum()), dead_codes=int((counts == 0).sum()),
                     epoch_perplexity=math.exp(-(p * p.clamp_min(1e-12).log()).sum().item()), grid_mse=mse, grid_psnr=_psnr(mse))
     return report
