@@ -5,7 +5,7 @@
 
 Each run is `cldm run --config` with every stage's `seed` set (the split stays the paper's), in its
 own process with OMP_NUM_THREADS set: one lane of runs per thread count, side by side. The table
-has per run: the chosen K, the training tiles per cluster, per-cluster accuracy (mean, min), KID as
+has per run: the chosen K, the fine-tuning phase whose model the run kept, the training tiles per cluster, per-cluster accuracy (mean, min), KID as
 the report gives it (against the training tiles) and KID against all 195 sample tiles (the protocol
 in which the authors' own generated tiles score 3.4·10⁻³), precision, recall, the copy share and the
 run's wall time.
@@ -46,11 +46,12 @@ def row(run: Path, sample_features, AUTHORS=AUTHORS_KID) -> dict:
     m = json.loads((run/'metrics.json').read_text()); d = m['distribution']
     acc = pd.read_csv(run/'cluster_accuracy.csv')
     cl = pd.read_csv(run/'clusters.csv'); sizes = cl[cl.split == 'train'].cluster.value_counts().sort_index()
-    k = Run.open(run).k
+    model = Run.open(run)
+    k = model.k
     k195, k195_std = kid(sample_features, image_features(as_tiles(run/'generated', 'generated')))
     wall = run.parent/f'{run.name}.wall'
     seed, threads = run.name[1:].split('_t')
-    return dict(seed=int(seed), threads=int(threads), k=k, cluster_sizes=' / '.join(str(int(sizes.get(i, 0))) for i in range(k)),
+    return dict(seed=int(seed), threads=int(threads), k=k, kept=model.kept, cluster_sizes=' / '.join(str(int(sizes.get(i, 0))) for i in range(k)),
                 smallest_share=round(float(sizes.reindex(range(k), fill_value=0).min() / sizes.sum() * k), 2),
                 acc_mean=round(float(acc.accuracy.mean()), 3), acc_min=round(float(acc.accuracy.min()), 3),
                 kid_train_1e3=round(d['kid'] * 1e3, 2), kid_195_1e3=round(k195 * 1e3, 2), kid_195_std_1e3=round(k195_std * 1e3, 2),
