@@ -7,8 +7,6 @@ from __future__ import annotations
 import json, subprocess, sys
 from pathlib import Path
 
-import pandas as pd
-
 from fastcore.script import call_parse, Param, store_true
 
 from .config import RunConfig, apply_overrides, read_run_config
@@ -98,7 +96,7 @@ def cldm_sample(run: Param("Folder of a finished `cldm run`", str) = None,
     dev = resolve_device(device)
     if model is not None:
         m = load_pretrained(model, dev)
-        (unet, _), vq, labels, sampling = m.ldm(), m.vqgan(), pd.DataFrame(dict(id=range(m.k), name=m.cluster_names(), description='')), m.sampling
+        (unet, _), vq, labels, sampling = m.ldm(), m.vqgan(), m.labels, m.sampling
     else:
         r = Run.open(run)
         (unet, _), vq, labels, sampling = r.ldm(dev), r.vqgan(dev), r.labels_path, r.sampling

@@ -151,11 +151,14 @@ class Pretrained:
     def vqgan(self, device=None) -> VQVAE: return self._vq.to(device or self.device)
     def ldm(self, device=None) -> tuple[CondUNet, ClusterHead]: return self._unet.to(device or self.device), self._head.to(device or self.device)
 
+    @property
+    def labels(self) -> pd.DataFrame:
+        "The cluster names as a checked labels table (`load_labels`: `id`, `name`, `description`), as a run's `labels.csv` gives them."
+        return load_labels(pd.DataFrame(dict(id=[str(i) for i in range(self.k)], name=self.cluster_names(), description='')), self.k)
+
     def cluster_id(self, cluster: int | str) -> int:
         "A cluster's id from its id or its name (any case)."
-        if isinstance(cluster, (int, np.integer)): return int(cluster)
-        names = pd.DataFrame(dict(id=[str(i) for i in range(self.k)], name=self.cluster_names(), description=''))
-        return label_to_id(load_labels(names, self.k), cluster)
+        return int(cluster) if isinstance(cluster, (int, np.integer)) else label_to_id(self.labels, cluster)
 
     def sample(self, cluster: int | str, n: int = 16, seed: int = 0, cfg: SampleConfig | None = None, batch_size: int = 64,
                out_dir: str | Path | None = None, progress: bool = True) -> np.ndarray:
