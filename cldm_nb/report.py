@@ -4,6 +4,7 @@
 
 # %% ../nbs/06c_report.ipynb #6bea11c6
 from __future__ import annotations
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -17,16 +18,30 @@ from .eval import memorisation_markdown
 from .validity import INDICES, may_vote, not_voting
 
 # %% auto #0
-__all__ = ['distribution_markdown', 'slides_markdown', 'write_report']
+__all__ = ['READER_STUDY', 'md_table', 'replace_section', 'kept_section', 'distribution_markdown', 'slides_markdown',
+           'write_report']
 
 # %% ../nbs/06c_report.ipynb #71546c83
-def _md_table(df: pd.DataFrame, floatfmt: str = '.4g') -> str:
+def md_table(df: pd.DataFrame, floatfmt: str = '.4g') -> str:
     "A DataFrame as a Markdown table."
     cols = [df.index.name or ''] + list(df.columns)
     rows = [[str(i)] + [format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v) for v in r] for i, r in zip(df.index, df.values)]
     return '\n'.join(['| ' + ' | '.join(map(str, cols)) + ' |', '|' + '---|' * len(cols)] + ['| ' + ' | '.join(r) + ' |' for r in rows])
 
 def _pm(v: float, s: float) -> str: return f"{v:.4g} ± {s:.2g}"
+
+READER_STUDY = '## Reader study'
+
+def replace_section(text: str, heading: str, section: str) -> str:
+    "Markdown `text` with its section under `heading` (to the next heading of the same level, or the end) replaced by `section`, or `section` appended."
+    level = heading.split(' ')[0]
+    m = re.search(rf'^{re.escape(heading)}\s*$.*?(?=^{level} |\Z)', text, flags=re.M | re.S)
+    return text[:m.start()] + section.rstrip('\n') + '\n' + text[m.end():] if m else text.rstrip('\n') + '\n\n' + section.rstrip('\n') + '\n'
+
+def kept_section(path: Path, heading: str) -> str | None:
+    "The section under `heading` of the Markdown file at `path`, when both exist (what a rewrite of the file keeps)."
+    m = re.search(rf'^{re.escape(heading)}\s*$.*?(?=^{heading.split(" ")[0]} |\Z)', path.read_text(), flags=re.M | re.S) if path.is_file() else None
+    return m.group(0) if m else None
 
 def distribution_markdown(q: dict) -> str:
     "The *Distribution* block (each metric beside its real-vs-real floor and, when measured, the autoencoder's reconstructions; sizes, feature space, colour) as Markdown."
@@ -45,7 +60,7 @@ def distribution_markdown(q: dict) -> str:
         f"{q['n_fake']} generated and {q['n_real']} real tiles, in the feature space of {q['feature_space']}. "
         f"The real tiles are split at random into a reference half ({q['n_reference']} tiles) and a held-out half; the generated "
         f"tiles and the held-out real ones ({q['n_compared']} of each) are both compared with the reference half, so the floor is "
-        "what fresh real tiles score at this sample size.", "", _md_table(rows), "",
+        "what fresh real tiles score at this sample size.", "", md_table(rows), "",
         f"KID is the number to quote at this size (unbiased; ± is the spread over random subsets). FD is biased upwards below "
         f"~500 tiles per side (here {q['n_compared']}), so compare it only with its floor. Precision: share of generated tiles "
         "inside the real k-NN manifold (fidelity); recall: share of real tiles inside the generated one (coverage). " + rec_note, "",
@@ -102,7 +117,7 @@ def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result:
     lines = ["# cldm_nb run report", "",
              f"cldm_nb {cldm_nb.__version__}, preset **{cfg.preset}**, seed {cfg.seed}; settings in `config.json`, split in `manifest.json`.", "",
              "## Choosing K", "", f"Joint training for K = {cfg.k_min}…{cfg.k_max}, five internal validity indices, **K = {k}** by vote.", "",
-             _md_table(table), "", sweep, "",
+             md_table(table), "", sweep, "",
              "![validity](validity.png)" if (out/'validity.png').exists() else "(no K gave two or more clusters: nothing to plot)", "",
              "## Autoencoder", "", _reconstruction_markdown(m.get('reconstruction')), "",
              "## Distribution", "",
@@ -113,16 +128,18 @@ def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result:
              "## Real vs generated, paired", "",
              f"{m['n']} training tiles, each paired with one tile generated under its cluster (paper protocol). "
              f"LPIPS backbone: {m['lpips_backbone']}. These paired scores compare a generated tile with a real one it was never "
-             "meant to reproduce; the distribution block above is the measure of generation quality.", "", _md_table(metric_rows), "",
+             "meant to reproduce; the distribution block above is the measure of generation quality.", "", md_table(metric_rows), "",
              "Paper (K = 14, 10,000 tiles, on ~231 px JPEG renderings, so not strictly comparable): SSIM 0.7988, MS-SSIM 0.2196, LPIPS 0.4923.", "",
              "## Per-cluster accuracy", "",
              f"{cfg.n_per_cluster} tiles generated per cluster, encoded and assigned back by the cluster head "
              f"(`training_tiles`: the training tiles the head puts in the cluster).{accuracy_note}", "",
-             _md_table(acc.set_index(acc.columns[0])), "", "![accuracy](cluster_accuracy.png)", "",
+             md_table(acc.set_index(acc.columns[0])), "", "![accuracy](cluster_accuracy.png)", "",
              "## Galleries", "", "Real members of each cluster:", "", "![real](gallery_real.png)", "",
              "Generated for each cluster:", "", "![generated](gallery_generated.png)", "",
              "Every tile's cluster and the head's probability for it: `clusters.csv`. "
              "Name the clusters in `labels.csv`; then `cldm sample --label NAME` generates by name.", "",
-             "## Timings", "", _md_table(pd.DataFrame({'seconds': times}).rename_axis('stage'), '.1f'), "", *slides_markdown(out, maps)]
-    with atomic_path(out/'report.md') as f: f.write_text('\n'.join(lines))
+             "## Timings", "", md_table(pd.DataFrame({'seconds': times}).rename_axis('stage'), '.1f'), "", *slides_markdown(out, maps)]
+    text = '\n'.join(lines)
+    if study := kept_section(out/'report.md', READER_STUDY): text = replace_section(text, READER_STUDY, study)   # the readers' answers outlive a rewrite
+    with atomic_path(out/'report.md') as f: f.write_text(text)
     return out/'report.md'

@@ -8,13 +8,15 @@ import json, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from fastcore.basics import patch
 
 from .config import RunConfig, read_run_config
-from .data import read_manifest
+from .data import check_manifest, read_manifest
 from .diffusion import CondUNet, SampleConfig, load_ldm
 from .eval import load_labels
 from .imsat import ClusterHead
+from .slides import load_data, read_store
 from .vqgan import VQVAE, load_vqgan
 
 # %% auto #0
@@ -100,3 +102,15 @@ def cluster_names(self: Run) -> list[str] | None:
     if not self.labels_path.is_file(): return None
     try: return load_labels(self.labels_path, self.k)['name'].tolist()
     except ValueError as e: warnings.warn(f"cluster names left out: {e}"); return None
+
+@patch
+def tiles(self: Run) -> np.ndarray:
+    "All the run's tiles `(N, H, W, 3)` in the manifest's order: its tile store when it was cut from slides, else read again from `data`; checked against the manifest."
+    store = self.path/'tiles'
+    if (store/'store.json').is_file(): tiles = read_store(store)[0]
+    else:
+        c = self.cfg
+        tiles = load_data(self.data, self.path, mpp=c.mpp, level=c.level, min_tissue=c.min_tissue, tile_large=c.tile_large,
+                          on_error='skip' if c.skip_bad else 'raise')[0]
+    check_manifest(self.path/'manifest.json', tiles)
+    return tiles

@@ -539,25 +539,29 @@ def _holder(fd: int) -> str:
     return f"pid {h['pid']} on host {h['host']} since {h['started']} ({h['command']})" if h else ''
 
 @contextmanager
-def run_lock(folder: str | Path) -> Iterator[Path]:
-    "Hold `folder`'s lock (`.{name}.lock` beside it) for the block; refuse at once if a live process holds it, take over one left by a dead one."
+def run_lock(folder: str | Path, shared: bool = False) -> Iterator[Path]:
+    "Hold `folder`'s lock (`.{name}.lock` beside it) for the block; refuse at once if a live process holds it, take over one left by a dead one. `shared`: a reader's hold, which other readers share and every writer is refused."
     folder = Path(folder).absolute(); path = folder.parent/f'.{folder.name}.lock'
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try: fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             who = _holder(fd) or 'another process'; os.close(fd)
             raise RunLockedError(f"{folder}: in use by {who}. Wait for it to finish or stop it, or use another folder.") from None
         if path.exists() and path.stat().st_ino == os.fstat(fd).st_ino: break
         os.close(fd)                                   # the holder removed the file between our open and our lock: again
-    if left := _holder(fd): warnings.warn(f"{folder}: taking over the lock left by {left}, which is no longer running.")
+    if not shared and (left := _holder(fd)): warnings.warn(f"{folder}: taking over the lock left by {left}, which is no longer running.")
     me = dict(pid=os.getpid(), host=socket.gethostname(), started=datetime.datetime.now().isoformat(timespec='seconds'),
               command=' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200])
-    os.ftruncate(fd, 0); os.lseek(fd, 0, os.SEEK_SET); os.write(fd, json.dumps(me).encode())
+    os.ftruncate(fd, 0); os.lseek(fd, 0, os.SEEK_SET); os.write(fd, json.dumps(me).encode())   # shared: the latest reader
     try: yield path
     finally:
-        path.unlink(missing_ok=True); os.close(fd)
+        try:
+            if shared: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # the last reader out removes the file
+            path.unlink(missing_ok=True)
+        except BlockingIOError: pass
+        finally: os.close(fd)
 
 # %% ../nbs/00a_train.ipynb #246a9893
 def torchrun_command(nproc: int, args: list[str], nnodes: int = 1, rdzv_endpoint: str | None = None) -> list[str]:
