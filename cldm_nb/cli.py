@@ -139,12 +139,13 @@ def cldm_eval(real: Param("Folder of real tiles", str) = None, fake: Param("Fold
 
 # %% ../nbs/08_cli.ipynb #332a4785
 from .maps import cldm_map
+from .review import cldm_review
 
-COMMANDS = dict(run=cldm_run, sample=cldm_sample, eval=cldm_eval, map=cldm_map, export=cldm_export)
+COMMANDS = dict(run=cldm_run, sample=cldm_sample, eval=cldm_eval, map=cldm_map, export=cldm_export, review=cldm_review)
 SHORT_FLAGS = {'-n': '--n'}          # argparse gives one-letter parameters a double dash; accept the usual single one
 
 def main(argv: list[str] | None = None):
-    "Entry point of `cldm`: dispatch to `cldm run|sample|eval|map|export`."
+    "Entry point of `cldm`: dispatch to `cldm run|sample|eval|map|export|review`."
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: cldm {{{','.join(COMMANDS)}}} [options]   (cldm COMMAND --help for its options)")

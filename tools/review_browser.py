@@ -1,0 +1,238 @@
+"""`cldm review` in a real browser: headless Chromium (Debian's `chromium` and `chromium-driver`) driven by Selenium.
+
+    python tools/review_browser.py                         # on a fresh smoke run (seconds)
+    python tools/review_browser.py RUN --screenshots DIR   # on a copy of RUN; the chapter's screenshots into DIR
+
+On a copy of the run (it writes names and answers), with `cldm review` in its own process: names two clusters (a
+clash first, shown beside the field, then saved) and checks `labels.csv`; reads a blind session of 20 tiles with
+known answers, by keys and by buttons, with a page reload and a SIGKILL of the server along the way, and checks
+the answers file, the accuracy and interval the page shows, and the report's section; sends requests that must be
+refused (4xx, nothing written); and checks the run lock (a second review is served, `cldm run` is refused).
+Ends with 'review browser test: N checks passed' or the first failure.
+"""
+import argparse, contextlib, io, json, re, shutil, signal, subprocess, sys, tempfile, time, urllib.error, urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from cldm_nb.config import RunConfig
+from cldm_nb.data import load_tiles, sample_data
+from cldm_nb.eval import load_labels
+from cldm_nb.review import binomial_interval, read_answers, read_session
+
+CHROMIUM, CHROMEDRIVER = shutil.which('chromium') or '/usr/bin/chromium', shutil.which('chromedriver') or '/usr/bin/chromedriver'
+READER, N = 'Reader One', 20
+passed = 0
+
+
+def check(ok: bool, what: str) -> None:
+    "Count a passed check, or stop with what failed."
+    global passed
+    if not ok: raise SystemExit(f"review browser test FAILED: {what}")
+    passed += 1
+
+
+def smoke_run(folder: Path) -> Path:
+    "A `smoke` run on 24 sample tiles with 12 generated tiles (enough for a session of 20)."
+    from cldm_nb.pipeline import run_pipeline
+    np.save(folder/'tiles.npy', load_tiles(sample_data())[:24])
+    with contextlib.redirect_stderr(io.StringIO()):          # its progress bars
+        run_pipeline(folder/'tiles.npy', folder/'run', RunConfig.smoke(pretrained_lpips=False, eval_tiles=12), 'cpu', log=lambda *a: None)
+    return folder/'run'
+
+
+def serve(run: Path) -> tuple[subprocess.Popen, str]:
+    "`cldm review` on `run` in its own process, on a free loopback port; the process and its address."
+    p = subprocess.Popen(['cldm', 'review', '--run', str(run), '--port', '0', '--tiles', str(N), '--seed', '7'],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = p.stdout.readline()
+    m = re.search(r'(http://\S+?)/ to name', line)
+    if not m: p.kill(); raise SystemExit(f"review browser test FAILED: cldm review did not start ({line!r})")
+    return p, m.group(1)
+
+
+def request(url: str, method: str = 'GET', body=None) -> tuple[int, dict | bytes]:
+    "Status and JSON (or bytes) of one request, 4xx included."
+    data = body.encode() if isinstance(body, str) else json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data, {'Content-Type': 'application/json'}, method=method)
+    try:
+        with urllib.request.urlopen(req) as r: status, raw, kind = r.status, r.read(), r.headers.get_content_type()
+    except urllib.error.HTTPError as e: status, raw, kind = e.code, e.read(), e.headers.get_content_type()
+    return status, json.loads(raw) if kind == 'application/json' else raw
+
+
+def browser() -> webdriver.Chrome:
+    "Headless Chromium at a laptop's window size; nothing is downloaded."
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--window-size=1200,1000', '--hide-scrollbars'):
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
+def name_clusters(d, url: str, run: Path, shots: Path | None) -> None:
+    "The naming page: a clash is shown beside the field and nothing is written; then two names and a note are saved."
+    d.get(url + '/')
+    wait = WebDriverWait(d, 30)
+    wait.until(lambda d: d.find_element(By.TAG_NAME, 'body').get_attribute('data-ready') == 'true')
+    k = json.loads((run/'model.json').read_text())['k']
+    check(len(d.find_elements(By.CSS_SELECTOR, 'section.card')) == k, f"one card per cluster ({k})")
+    big = max(range(k), key=lambda c: len(d.find_element(By.ID, f'real-{c}').find_elements(By.TAG_NAME, 'img')))
+    more = d.find_element(By.ID, f'more-real-{big}')
+    if more.is_displayed():
+        before = len(d.find_element(By.ID, f'real-{big}').find_elements(By.TAG_NAME, 'img'))
+        click(d, more)
+        check(len(d.find_element(By.ID, f'real-{big}').find_elements(By.TAG_NAME, 'img')) > before, "'Show more' adds tiles")
+    labels_before = (run/'labels.csv').read_text()
+    for field, text in [('name-0', 'stroma'), ('name-1', 'Stroma'), ('note-0', 'collagen fibres, few nuclei')]:
+        e = d.find_element(By.ID, field); e.clear(); e.send_keys(text)
+    click(d, d.find_element(By.ID, 'save'))
+    wait.until(lambda d: d.find_element(By.ID, 'error-name-1').text)
+    check('has this name already' in d.find_element(By.ID, 'error-name-1').text, "a repeated name is shown beside its field")
+    check((run/'labels.csv').read_text() == labels_before, "a refused save writes nothing")
+    e = d.find_element(By.ID, 'name-1'); e.clear(); e.send_keys('tumour')
+    click(d, d.find_element(By.ID, 'save'))
+    wait.until(lambda d: d.find_element(By.ID, 'status').text.startswith('Saved'))
+    labels = load_labels(run/'labels.csv', k)
+    check(labels.name[:2].tolist() == ['stroma', 'tumour'] and labels.description[0] == 'collagen fibres, few nuclei', "labels.csv holds the names and the note")
+    check(d.find_element(By.ID, 'error-name-1').text == '', "the error is cleared once fixed")
+    if shots:
+        d.set_window_size(1200, 1400); d.execute_script('window.scrollTo(0, 0)'); shot(d, shots/'review_names.png')
+        d.set_window_size(1200, 1000)
+
+
+def shot(d, path: Path) -> None:
+    "The window as a 256-colour PNG at `path` (a third of the size, the tiles still legible)."
+    Image.open(io.BytesIO(d.get_screenshot_as_png())).convert('RGB').quantize(256, dither=Image.Dither.NONE).save(path, optimize=True)
+
+
+def click(d, element) -> None:
+    "Click `element` once scrolled to the middle of the window (clear of the page's sticky save bar)."
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", element); element.click()
+
+
+def wait_position(d, position: int) -> None:
+    "Wait until the page shows the tile at `position` (or the results, past the end)."
+    WebDriverWait(d, 30).until(lambda d: d.find_element(By.TAG_NAME, 'body').get_attribute('data-finished') == 'true' if position >= N else
+                               d.find_element(By.ID, 'study').get_attribute('data-position') == str(position))
+
+
+def answer(d, position: int, call: str, confidence: int) -> None:
+    "Answer the shown tile: keys (confidence digit, then R or S) at even positions, the radio and the button at odd ones."
+    if position % 2 == 0: ActionChains(d).send_keys(str(confidence)).send_keys(call[0]).perform()
+    else:
+        d.find_element(By.CSS_SELECTOR, f'input[name=confidence][value="{confidence}"]').click()
+        d.find_element(By.ID, call).click()
+    wait_position(d, position + 1)
+
+
+def blind_session(d, url: str, run: Path, shots: Path | None) -> str:
+    "A session of 20 with known answers (every fourth wrong), a reload after 8 and a killed server after 13; the server's address at the end."
+    d.get(url + '/read')
+    e = d.find_element(By.ID, 'reader'); e.send_keys('../etc'); d.find_element(By.ID, 'begin').click()
+    WebDriverWait(d, 10).until(lambda d: d.find_element(By.ID, 'reader-error').text)
+    check('cannot be used' in d.find_element(By.ID, 'reader-error').text and not (run/'review'/'..'/'etc.csv').exists(), "a reader name with a path is refused")
+    e.clear(); e.send_keys(READER); d.find_element(By.ID, 'begin').click()
+    wait_position(d, 0)
+    plan = read_session(run, READER)['tiles']
+    truth = ['synthetic' if t['source'] == 'generated' else 'real' for t in plan]
+    calls = [t if i % 4 else {'real': 'synthetic', 'synthetic': 'real'}[t] for i, t in enumerate(truth)]
+    confidence = [1 + i % 5 for i in range(N)]
+    check(d.find_element(By.ID, 'tile').get_attribute('src').endswith(f'/api/study/{READER.replace(" ", "%20")}/tile/0.png'),
+          "the tile's address says nothing of its source")
+    for i in range(N):
+        if i == 8:
+            d.refresh(); wait_position(d, 8)
+            check(d.find_element(By.ID, 'progress').text.startswith(f'Tile 9 of {N}'), "a reload continues at the next tile")
+        if i == 13:
+            check(len(read_answers(run, READER)) == 13, "every acknowledged answer is on disk before the next tile shows")
+            SERVER[0].send_signal(signal.SIGKILL); SERVER[0].wait(); SERVER[0].stdout.close()
+            SERVER[0], url = serve(run)
+            d.get(f"{url}/read?reader={READER.replace(' ', '%20')}"); wait_position(d, 13)
+            check(len(read_answers(run, READER)) == 13, "a killed server lost no acknowledged answer; the page continues at tile 14")
+        if i == 5 and shots:
+            d.find_element(By.CSS_SELECTOR, 'input[name=confidence][value="4"]').click(); shot(d, shots/'review_read.png')
+        answer(d, i, calls[i], confidence[i])
+    a = read_answers(run, READER)
+    check(a.answer.tolist() == calls and a.confidence.astype(int).tolist() == confidence and a.position.tolist() == list(range(N)),
+          "review/<reader>.csv holds each answer once, in order, with its confidence")
+    lo, hi = binomial_interval(15, N)
+    summary = d.find_element(By.ID, 'summary').text
+    check(summary.startswith(f"15 of {N} correct: 75 % (95 % interval {100 * lo:.0f} % to {100 * hi:.0f} %)"), f"the page shows accuracy and interval: {summary!r}")
+    check(len(d.find_elements(By.CSS_SELECTOR, '#by-cluster tbody tr')) == a.cluster.nunique(), "one row per cluster read")
+    check('ROC AUC' in d.find_element(By.ID, 'auc').text, "the ROC AUC is shown")
+    report = (run/'report.md').read_text()
+    check('## Reader study' in report and f'| {READER} |' in report and '75%' in report, "report.md has the reader study")
+    check(json.loads((run/'metrics.json').read_text())['reader_study']['readers'][0]['accuracy'] == 0.75, "metrics.json has the reader study")
+    if shots: shot(d, shots/'review_results.png')
+    return url
+
+
+def bad_requests(url: str, run: Path) -> None:
+    "Requests outside what the pages send: a 4xx with a message each, and no file written or changed."
+    before = sorted(p.name for p in (run/'review').iterdir()), (run/'labels.csv').read_text(), sorted(p.name for p in run.parent.iterdir())
+    reader = READER.replace(' ', '%20')
+    for method, path, body, status in [
+            ('GET', '/tile/real/100000.png', None, 404), ('GET', '/tile/model/0.png', None, 404), ('GET', '/static/../config.json', None, 404),
+            ('GET', '/static/%2e%2e/config.json', None, 404), ('GET', '/%2e%2e/model.json', None, 404),
+            ('POST', '/api/study', {'reader': '../../tmp/x'}, 400), ('POST', '/api/study', {'reader': 'a/b'}, 400),
+            ('POST', '/api/study', 'not json', 400), ('POST', '/api/study', {}, 400),
+            ('GET', '/api/study/nobody', None, 404), ('GET', '/api/study/..%2f..%2fetc/tile/0.png', None, 404),
+            ('GET', f'/api/study/{reader}/tile/{N}.png', None, 404),
+            ('POST', f'/api/study/{reader}/answer', {'position': N, 'answer': 'real'}, 409),
+            ('POST', f'/api/study/{reader}/answer', {'position': 0, 'answer': 'maybe'}, 400),
+            ('POST', '/api/study/nobody/answer', {'position': 0, 'answer': 'real'}, 404),
+            ('POST', '/api/labels', {'names': ['x'], 'notes': ['']}, 400)]:
+        got, body_ = request(url + path, method, body)
+        check(got == status and isinstance(body_, dict) and body_.get('error'), f"{method} {path}: {status} with a message (got {got}: {str(body_)[:120]})")
+    after = sorted(p.name for p in (run/'review').iterdir()), (run/'labels.csv').read_text(), sorted(p.name for p in run.parent.iterdir())
+    check(after == before, "the refused requests wrote nothing")
+
+
+def lock(run: Path) -> None:
+    "While a review serves the run: a second review is served, `cldm run` on the folder is refused."
+    second, url2 = serve(run)
+    check(request(url2 + '/api/clusters')[0] == 200, "a second cldm review on the same run is served")
+    second.terminate(); second.wait(); second.stdout.close()
+    r = subprocess.run(['cldm', 'run', '--out', str(run), '--preset', 'smoke'], capture_output=True, text=True)
+    check(r.returncode != 0 and 'in use by' in r.stderr, f"cldm run is refused while a review serves the run ({r.stderr[-200:]!r})")
+
+
+SERVER = [None]
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('run', nargs='?', help="a finished `cldm run` folder (default: a fresh smoke run)")
+    ap.add_argument('--screenshots', help="save the pages' screenshots (review_names.png, review_read.png, review_results.png) here")
+    args = ap.parse_args()
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.run: run = Path(shutil.copytree(args.run, tmp/Path(args.run).name, ignore=shutil.ignore_patterns('review', 'tb')))
+        else: run = smoke_run(tmp)
+        if (run/'labels.csv').exists(): (run/'labels.csv').unlink()
+        from cldm_nb.eval import write_label_template
+        write_label_template(run/'labels.csv', json.loads((run/'model.json').read_text())['k'])
+        shots = Path(args.screenshots) if args.screenshots else None
+        if shots: shots.mkdir(parents=True, exist_ok=True)
+        SERVER[0], url = serve(run)
+        d = browser()
+        try:
+            name_clusters(d, url, run, shots)
+            url = blind_session(d, url, run, shots)
+            bad_requests(url, run)
+            lock(run)
+        finally:
+            d.quit()
+            if SERVER[0].poll() is None: SERVER[0].terminate(); SERVER[0].wait()
+    print(f"review browser test: {passed} checks passed in {time.time() - t0:.0f} s")
+
+
+if __name__ == '__main__': main()
