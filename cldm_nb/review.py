@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_review.ipynb #127b7efa
 from __future__ import annotations
-import csv, datetime, fcntl, io, json, os, re, secrets, unicodedata
+import csv, datetime, fcntl, io, json, os, re, secrets, signal, unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain, zip_longest
@@ -366,9 +366,8 @@ def review_app(run: str | Path | Run, n_tiles: int = 40, seed: int | None = None
     def answer(reader):
         body = _body('position', 'answer')
         record_answer(run.path, check_reader(reader), body['position'], body['answer'], body.get('confidence'))
-        now = state(check_reader(reader))
-        if now['done']: write_reader_study(run)
-        return jsonify(now)
+        with _review_lock(run.path/'review'): write_reader_study(run)   # the report holds every answer given so far
+        return jsonify(state(check_reader(reader)))
     return app
 
 # %% ../nbs/12_review.ipynb #c79420a7
@@ -395,10 +394,11 @@ def cldm_review(run: Param("Folder of a finished `cldm run`", str) = None,
     if run is None: raise ValueError("--run: pass the folder of a finished `cldm run`.")
     r = Run.open(run)
     if summary: return print_summary(r)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)        # `kill` stops it as Ctrl-C does, releasing the lock
     with run_lock(r.path, shared=True):
-        server = make_server(host, port, review_app(r, tiles, seed), threaded=True)
+        server = make_server(host, port, review_app(r, tiles, seed), threaded=True)   # a port in use: werkzeug says so and exits
         url = f"http://{'[' + host + ']' if ':' in host else host}:{server.server_port}"
         print(f"cldm review: {url}/ to name the clusters, {url}/read for blind reading; Ctrl-C stops (every answer is already saved).", flush=True)
         if host not in LOOPBACK: print(f"cldm review: listening on {host}: anyone who reaches this machine can see the tiles and write labels.csv.", flush=True)
-        try: server.serve_forever()
-        except KeyboardInterrupt: print("cldm review: stopped.")
+        server.serve_forever()                                       # returns on Ctrl-C or kill
+    print("cldm review: stopped.")
