@@ -58,6 +58,12 @@ class RunConfig(StageConfig):
     @property
     def ks(self) -> list[int]: return list(range(self.k_min, self.k_max + 1))
 
+    @property
+    def load_options(self) -> dict:
+        "The keywords of `load_data` (`09_slides`) this config sets: how the run reads and cuts its tiles."
+        return dict(mpp=self.mpp, level=self.level, min_tissue=self.min_tissue, tile_large=self.tile_large,
+                    on_error='skip' if self.skip_bad else 'raise')
+
     @classmethod
     def tiny(cls, **kw) -> 'RunConfig':
         "The CPU demo: small models, short training (Adam where the paper's optimiser would not move in time), K = 3…5."

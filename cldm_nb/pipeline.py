@@ -81,8 +81,7 @@ def peak_rss_gb() -> float:
 # %% ../nbs/07_pipeline.ipynb #e0c56f5a
 def data_stage(data: str | Path, out: Path, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
     "Load tiles (slides: cut into `out/tiles`), split (paper), write or check `manifest.json`; returns all tiles and the training indices."
-    tiles, names = load_data(data, out, mpp=cfg.mpp, level=cfg.level, min_tissue=cfg.min_tissue, tile_large=cfg.tile_large,
-                             on_error='skip' if cfg.skip_bad else 'raise')
+    tiles, names = load_data(data, out, **cfg.load_options)
     need = max(cfg.n_chunks, cfg.k_max + 1)
     if len(tiles) < need: raise ValueError(f"{data}: {len(tiles)} tiles are too few for {cfg.n_chunks} chunks and K up to {cfg.k_max}; "
                                            "use more tiles or a smaller --k range.")

@@ -32,15 +32,18 @@ def _pm(v: float, s: float) -> str: return f"{v:.4g} ± {s:.2g}"
 
 READER_STUDY = '## Reader study'
 
+def _section(text: str, heading: str) -> re.Match | None:
+    "Where the section under `heading` stands in Markdown `text`: to the next heading of the same level, or the end."
+    return re.search(rf'^{re.escape(heading)}\s*$.*?(?=^{heading.split(" ")[0]} |\Z)', text, flags=re.M | re.S)
+
 def replace_section(text: str, heading: str, section: str) -> str:
-    "Markdown `text` with its section under `heading` (to the next heading of the same level, or the end) replaced by `section`, or `section` appended."
-    level = heading.split(' ')[0]
-    m = re.search(rf'^{re.escape(heading)}\s*$.*?(?=^{level} |\Z)', text, flags=re.M | re.S)
+    "Markdown `text` with its section under `heading` replaced by `section`, or `section` appended."
+    m = _section(text, heading)
     return text[:m.start()] + section.rstrip('\n') + '\n' + text[m.end():] if m else text.rstrip('\n') + '\n\n' + section.rstrip('\n') + '\n'
 
 def kept_section(path: Path, heading: str) -> str | None:
     "The section under `heading` of the Markdown file at `path`, when both exist (what a rewrite of the file keeps)."
-    m = re.search(rf'^{re.escape(heading)}\s*$.*?(?=^{heading.split(" ")[0]} |\Z)', path.read_text(), flags=re.M | re.S) if path.is_file() else None
+    m = _section(path.read_text(), heading) if path.is_file() else None
     return m.group(0) if m else None
 
 def distribution_markdown(q: dict) -> str:

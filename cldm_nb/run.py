@@ -108,9 +108,6 @@ def tiles(self: Run) -> np.ndarray:
     "All the run's tiles `(N, H, W, 3)` in the manifest's order: its tile store when it was cut from slides, else read again from `data`; checked against the manifest."
     store = self.path/'tiles'
     if (store/'store.json').is_file(): tiles = read_store(store)[0]
-    else:
-        c = self.cfg
-        tiles = load_data(self.data, self.path, mpp=c.mpp, level=c.level, min_tissue=c.min_tissue, tile_large=c.tile_large,
-                          on_error='skip' if c.skip_bad else 'raise')[0]
+    else: tiles = load_data(self.data, self.path, **self.cfg.load_options)[0]
     check_manifest(self.path/'manifest.json', tiles)
     return tiles
