@@ -290,10 +290,10 @@ def reader_study_markdown(table: pd.DataFrame, pooled: dict) -> str:
         md_table(per.set_index('cluster')[['name', 'n', 'correct', 'accuracy', 'interval']]), "",
         "Answers: `review/<reader>.csv`; `cldm review --run RUN --summary` prints this again.", ""])
 
-def write_reader_study(run: Run) -> pd.DataFrame:
-    "Put the reader study (`study_summary`) in the run's `report.md` and `metrics.json`; the summary table (nothing written without answers)."
+def write_reader_study(run: Run) -> tuple[pd.DataFrame, dict]:
+    "Put the reader study (`study_summary`) in the run's `report.md` and `metrics.json`; the summary (nothing written without answers)."
     table, pooled = study_summary(run.path, run.cluster_names())
-    if table.empty: return table
+    if table.empty: return table, pooled
     if (report := run.path/'report.md').is_file():
         text = replace_section(report.read_text(), READER_STUDY, reader_study_markdown(table, pooled))
         with atomic_path(report) as f: f.write_text(text)
@@ -301,7 +301,7 @@ def write_reader_study(run: Run) -> pd.DataFrame:
         m = json.loads(metrics.read_text())
         m['reader_study'] = dict(readers=table.iloc[:-1].to_dict('records'), pooled=pooled)
         write_json(metrics, m)
-    return table
+    return table, pooled
 
 # %% ../nbs/12_review.ipynb #835ca0da
 ASSETS = Path(cldm_nb.__file__).parent/'assets'/'review'       # the pages' HTML, CSS and JavaScript
@@ -309,7 +309,7 @@ ASSETS = Path(cldm_nb.__file__).parent/'assets'/'review'       # the pages' HTML
 def _body(*keys: str) -> dict:
     "The request's JSON object with `keys` present; a ValueError naming what to send otherwise."
     body = request.get_json(silent=True)
-    if not isinstance(body, dict) or (missing := [k for k in keys if k not in body]):
+    if not isinstance(body, dict) or any(k not in body for k in keys):
         raise ValueError(f"send a JSON object with {', '.join(keys)} (Content-Type: application/json).")
     return body
 
@@ -332,7 +332,7 @@ def review_app(run: str | Path | Run, n_tiles: int = 40, seed: int | None = None
         plan, answers = read_session(run.path, reader)['tiles'], read_answers(run.path, reader)
         done = len(answers) >= len(plan)
         return dict(reader=reader, n=len(plan), position=len(answers), done=done,
-                    **(dict(results=reader_results(answers, tiles.names()[0].name.tolist())) if done else
+                    **(dict(results=reader_results(answers, run.cluster_names())) if done else
                        dict(tile_url=f'/api/study/{reader}/tile/{len(answers)}.png')))
 
     app.add_url_rule('/', 'names', lambda: send_from_directory(ASSETS, 'names.html'))
@@ -364,10 +364,12 @@ def review_app(run: str | Path | Run, n_tiles: int = 40, seed: int | None = None
         return _png(tiles.tile(source, int(i)))
     @app.post('/api/study/<reader>/answer')
     def answer(reader):
-        body = _body('position', 'answer')
-        record_answer(run.path, check_reader(reader), body['position'], body['answer'], body.get('confidence'))
-        with _review_lock(run.path/'review'): write_reader_study(run)   # the report holds every answer given so far
-        return jsonify(state(check_reader(reader)))
+        reader, body = check_reader(reader), _body('position', 'answer')
+        record_answer(run.path, reader, body['position'], body['answer'], body.get('confidence'))
+        now = state(reader)
+        if now['done']:
+            with _review_lock(run.path/'review'): write_reader_study(run)   # a finished session goes into the report
+        return jsonify(now)
     return app
 
 # %% ../nbs/12_review.ipynb #c79420a7
@@ -375,11 +377,11 @@ LOOPBACK = ('127.0.0.1', 'localhost', '::1')
 
 def print_summary(run: Run) -> None:
     "Print every reader's results and the pooled ones per cluster, and write them into the report (`write_reader_study`)."
-    table = write_reader_study(run)
+    table, pooled = write_reader_study(run)
     if table.empty: print(f"{run.path}: no reader has answered yet (review/ holds no answers)."); return
     print(table.assign(accuracy=table.accuracy.map(_pct), low=table.low.map(_pct), high=table.high.map(_pct),
                        auc=table.auc.map(lambda x: '' if x is None or pd.isna(x) else f'{x:.2f}')).to_string(index=False))
-    per = pd.DataFrame(study_summary(run.path, run.cluster_names())[1]['clusters'])
+    per = pd.DataFrame(pooled['clusters'])
     print('\nall readers, per cluster:\n' + per.assign(**{c: per[c].map(_pct) for c in ('accuracy', 'low', 'high')}).to_string(index=False))
     print(f"\nwritten to {run.path/'report.md'} (section Reader study) and metrics.json")
 
@@ -401,4 +403,7 @@ def cldm_review(run: Param("Folder of a finished `cldm run`", str) = None,
         print(f"cldm review: {url}/ to name the clusters, {url}/read for blind reading; Ctrl-C stops (every answer is already saved).", flush=True)
         if host not in LOOPBACK: print(f"cldm review: listening on {host}: anyone who reaches this machine can see the tiles and write labels.csv.", flush=True)
         server.serve_forever()                                       # returns on Ctrl-C or kill
+        if readers(r.path):                                          # unfinished sessions too
+            with _review_lock(r.path/'review'): write_reader_study(r)
+            print(f"cldm review: the answers so far are in {r.path/'report.md'} (section Reader study).")
     print("cldm review: stopped.")

@@ -48,14 +48,23 @@ def smoke_run(folder: Path) -> Path:
     return folder/'run'
 
 
-def serve(run: Path) -> tuple[subprocess.Popen, str]:
-    "`cldm review` on `run` in its own process, on a free loopback port; the process and its address."
-    p = subprocess.Popen(['cldm', 'review', '--run', str(run), '--port', '0', '--tiles', str(N), '--seed', '7'],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = p.stdout.readline()
-    m = re.search(r'(http://\S+?)/ to name', line)
-    if not m: p.kill(); raise SystemExit(f"review browser test FAILED: cldm review did not start ({line!r})")
-    return p, m.group(1)
+class ReviewServer:
+    "`cldm review` on `run` in its own process, on a free loopback port: `url`, `restart` after a SIGKILL, `stop`."
+    def __init__(self, run: Path): self.run = run; self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(['cldm', 'review', '--run', str(self.run), '--port', '0', '--tiles', str(N), '--seed', '7'],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        if not (m := re.search(r'(http://\S+?)/ to name', line)):
+            self.proc.kill(); raise SystemExit(f"review browser test FAILED: cldm review did not start ({line!r})")
+        self.url = m.group(1)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None: self.proc.send_signal(sig)
+        self.proc.wait(); self.proc.stdout.close()
+
+    def restart(self) -> None: self.stop(signal.SIGKILL); self.start()
 
 
 def request(url: str, method: str = 'GET', body=None) -> tuple[int, dict | bytes]:
@@ -77,9 +86,10 @@ def browser() -> webdriver.Chrome:
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
 
 
-def name_clusters(d, url: str, run: Path, shots: Path | None) -> None:
+def name_clusters(d, server: ReviewServer, shots: Path | None) -> None:
     "The naming page: a clash is shown beside the field and nothing is written; then two names and a note are saved."
-    d.get(url + '/')
+    run = server.run
+    d.get(server.url + '/')
     wait = WebDriverWait(d, 30)
     wait.until(lambda d: d.find_element(By.TAG_NAME, 'body').get_attribute('data-ready') == 'true')
     k = json.loads((run/'model.json').read_text())['k']
@@ -133,9 +143,10 @@ def answer(d, position: int, call: str, confidence: int) -> None:
     wait_position(d, position + 1)
 
 
-def blind_session(d, url: str, run: Path, shots: Path | None) -> str:
-    "A session of 20 with known answers (every fourth wrong), a reload after 8 and a killed server after 13; the server's address at the end."
-    d.get(url + '/read')
+def blind_session(d, server: ReviewServer, shots: Path | None) -> None:
+    "A session of 20 with known answers (every fourth wrong), a reload after 8 and a killed server after 13."
+    run = server.run
+    d.get(server.url + '/read')
     e = d.find_element(By.ID, 'reader'); e.send_keys('../etc'); d.find_element(By.ID, 'begin').click()
     WebDriverWait(d, 10).until(lambda d: d.find_element(By.ID, 'reader-error').text)
     check('cannot be used' in d.find_element(By.ID, 'reader-error').text and not (run/'review'/'..'/'etc.csv').exists(), "a reader name with a path is refused")
@@ -153,9 +164,8 @@ def blind_session(d, url: str, run: Path, shots: Path | None) -> str:
             check(d.find_element(By.ID, 'progress').text.startswith(f'Tile 9 of {N}'), "a reload continues at the next tile")
         if i == 13:
             check(len(read_answers(run, READER)) == 13, "every acknowledged answer is on disk before the next tile shows")
-            SERVER[0].send_signal(signal.SIGKILL); SERVER[0].wait(); SERVER[0].stdout.close()
-            SERVER[0], url = serve(run)
-            d.get(f"{url}/read?reader={READER.replace(' ', '%20')}"); wait_position(d, 13)
+            server.restart()                                   # SIGKILL, then a new server on a new port
+            d.get(f"{server.url}/read?reader={READER.replace(' ', '%20')}"); wait_position(d, 13)
             check(len(read_answers(run, READER)) == 13, "a killed server lost no acknowledged answer; the page continues at tile 14")
         if i == 5 and shots:
             d.find_element(By.CSS_SELECTOR, 'input[name=confidence][value="4"]').click(); shot(d, shots/'review_read.png')
@@ -172,11 +182,11 @@ def blind_session(d, url: str, run: Path, shots: Path | None) -> str:
     check('## Reader study' in report and f'| {READER} |' in report and '75%' in report, "report.md has the reader study")
     check(json.loads((run/'metrics.json').read_text())['reader_study']['readers'][0]['accuracy'] == 0.75, "metrics.json has the reader study")
     if shots: shot(d, shots/'review_results.png')
-    return url
 
 
-def bad_requests(url: str, run: Path) -> None:
+def bad_requests(server: ReviewServer) -> None:
     "Requests outside what the pages send: a 4xx with a message each, and no file written or changed."
+    url, run = server.url, server.run
     before = sorted(p.name for p in (run/'review').iterdir()), (run/'labels.csv').read_text(), sorted(p.name for p in run.parent.iterdir())
     reader = READER.replace(' ', '%20')
     for method, path, body, status in [
@@ -198,14 +208,12 @@ def bad_requests(url: str, run: Path) -> None:
 
 def lock(run: Path) -> None:
     "While a review serves the run: a second review is served, `cldm run` on the folder is refused."
-    second, url2 = serve(run)
-    check(request(url2 + '/api/clusters')[0] == 200, "a second cldm review on the same run is served")
-    second.terminate(); second.wait(); second.stdout.close()
+    second = ReviewServer(run)
+    check(request(second.url + '/api/clusters')[0] == 200, "a second cldm review on the same run is served")
+    second.stop()
     r = subprocess.run(['cldm', 'run', '--out', str(run), '--preset', 'smoke'], capture_output=True, text=True)
     check(r.returncode != 0 and 'in use by' in r.stderr, f"cldm run is refused while a review serves the run ({r.stderr[-200:]!r})")
 
-
-SERVER = [None]
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -222,16 +230,14 @@ def main():
         write_label_template(run/'labels.csv', json.loads((run/'model.json').read_text())['k'])
         shots = Path(args.screenshots) if args.screenshots else None
         if shots: shots.mkdir(parents=True, exist_ok=True)
-        SERVER[0], url = serve(run)
-        d = browser()
+        server, d = ReviewServer(run), browser()
         try:
-            name_clusters(d, url, run, shots)
-            url = blind_session(d, url, run, shots)
-            bad_requests(url, run)
+            name_clusters(d, server, shots)
+            blind_session(d, server, shots)
+            bad_requests(server)
             lock(run)
         finally:
-            d.quit()
-            if SERVER[0].poll() is None: SERVER[0].terminate(); SERVER[0].wait()
+            d.quit(); server.stop()
     print(f"review browser test: {passed} checks passed in {time.time() - t0:.0f} s")
 
 
