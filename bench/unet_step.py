@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from cldm_nb.diffusion import CondUNet, LinearSchedule, UNetConfig
+from cldm_nb.diffusion import CondUNet, UNetConfig
+from cldm_nb.schedulers import DDPMScheduler
 
 aten = torch.ops.aten
 # The counter maps only the CUDA attention kernels; the CPU flash kernels compute the same products. Its backward
@@ -52,15 +53,15 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> tuple[float, float]:
 def steps(unet: CondUNet, batch: int, seed: int = 0):
     "A training step and a sampling step of `unet` on a random batch of latents, as closures."
     g = torch.Generator().manual_seed(seed)
-    sch, k = LinearSchedule(), unet.cfg.n_clusters
+    sch, k = DDPMScheduler(), unet.cfg.n_clusters
     z0 = torch.randn(batch, unet.cfg.in_channels, 32, 32, generator=g)
-    t, noise, cond = torch.randint(0, sch.T, (batch,), generator=g), torch.randn(z0.shape, generator=g), torch.randint(0, k, (batch,), generator=g)
+    t, noise, cond = torch.randint(0, sch.config.num_train_timesteps, (batch,), generator=g), torch.randn(z0.shape, generator=g), torch.randint(0, k, (batch,), generator=g)
     opt = torch.optim.Adadelta(unet.parameters(), lr=3e-3)
     def train():
         loss = F.mse_loss(unet(sch.add_noise(z0, noise, t), t, cond), noise)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
     @torch.no_grad()
-    def sample(): sch.step(unet(z0, 500, cond), 500, z0, g)
+    def sample(): sch.step(unet(z0, 500, cond), 500, z0, generator=g)
     return train, sample
 
 def measure(fn, reps: int) -> dict:
