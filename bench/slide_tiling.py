@@ -15,7 +15,7 @@ imports (peak RSS − RSS after imports), with the ratios store / baseline.
     python bench/slide_tiling.py --sides 4096 8192 16384 32768
 """
 from __future__ import annotations
-import argparse, json, subprocess, sys, tempfile, time
+import argparse, json, subprocess, sys, tempfile
 from pathlib import Path
 
 CHILD = r'''

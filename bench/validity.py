@@ -78,7 +78,7 @@ def main():
         print(json.dumps(worker(a.worker, a.n, a.d, a.k, a.threads[0], a.repeat))); return
     rows = [run('tiled', a.n, a.d, a.k, t, a.repeat) for t in a.threads]
     if not a.no_naive: rows.append(run('naive', a.n, a.d, a.k, max(a.threads), 1))
-    print(f"| method | n | threads | wall s | CPU s | extra memory MB |\n|---|---|---|---|---|---|")
+    print("| method | n | threads | wall s | CPU s | extra memory MB |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['kind']} | {r['n']:,} | {r['threads']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['extra_mb']:.0f} |")
     if not a.no_naive:

@@ -87,7 +87,6 @@ def execute(path: str, skip: list[str], cap: str | None = None) -> tuple[str, fl
     os.environ['IN_TEST'] = '1'
     os.environ.pop('CLDM_MAX_STEPS', None)
     from execnb.shell import CaptureShell
-    from fastcore.basics import AttrDict
     path, skip, t0 = Path(path), set(skip), time.time()
     nb = json.loads(path.read_text())
     shell = CaptureShell(path, mpl_format='png')
