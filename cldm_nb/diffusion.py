@@ -105,7 +105,9 @@ class LinearSchedule:
     @staticmethod
     def _noise(x_t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         dev = generator.device if generator is not None else x_t.device
-        return torch.randn(x_t.shape, generator=generator, device=dev, dtype=torch.float32).to(x_t.device, x_t.dtype)
+        noise = torch.randn(x_t.shape, generator=generator, device=dev, dtype=torch.float32)
+        if noise.device != x_t.device and x_t.device.type == 'cuda': noise = noise.pin_memory()   # copied without waiting for the device
+        return noise.to(x_t.device, x_t.dtype, non_blocking=True)
 
     def step(self, eps: torch.Tensor, t: int, x_t: torch.Tensor, generator: torch.Generator | None = None,
              t_prev: int | None = None) -> torch.Tensor:
@@ -325,7 +327,7 @@ class CondUNet(DiffusionSpace):
         "The prediction (`cfg.prediction`: noise by default) for noisy latents `z_t` at time steps `t` under cluster ids `cond`."
 
         self._check(z_t, cond)
-        t = torch.as_tensor(t, device=z_t.device).expand(len(z_t))
+        t = t.to(z_t.device).expand(len(z_t)) if isinstance(t, torch.Tensor) else torch.full((len(z_t),), t, device=z_t.device)   # an int: filled on the device, not copied
         emb_act = F.silu(self.t_mlp(timestep_embedding(t, self.cfg.t_emb_dim)) + self.cluster_emb(cond))
         x = self.conv_in(z_t.contiguous(memory_format=torch.channels_last) if self.channels_last else z_t)
         skips = []
