@@ -15,6 +15,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -196,38 +198,51 @@ def section_generation(c: Check) -> dict:
 
 
 def launches_kernel(func) -> bool:
-    "Whether ATen operation `func` runs a kernel: not a view or a metadata/allocation-only operation."
+    "Whether operation `func` runs a kernel: an ATen operation that is not a view or a metadata/allocation-only one (the profiler's markers are not ATen's)."
+    if func.namespace != 'aten': return False
     if func in (torch.ops.aten.empty.memory_format, torch.ops.aten.empty_strided.default, torch.ops.aten.lift_fresh.default):
         return False
     return not any(r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns)
 
 
 class KernelOps(TorchDispatchMode):
-    "Counts the ATen operations that run a kernel (`launches_kernel`), by name, while active."
+    "Counts the ATen operations that run a kernel (`launches_kernel`) while active: by name, and by part of the step (the optimisers' `step` apart, through torch's global optimiser hooks)."
     def __init__(self):
         super().__init__()
-        self.counts = collections.Counter()
+        self.counts, self.parts, self._part = collections.Counter(), collections.Counter(), 'forward+backward'
+
+    def __enter__(self):
+        self._hooks = [register_optimizer_step_pre_hook(lambda *_: setattr(self, '_part', 'optimizer')),
+                       register_optimizer_step_post_hook(lambda *_: setattr(self, '_part', 'forward+backward'))]
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        for h in self._hooks: h.remove()
+        return super().__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if launches_kernel(func): self.counts[str(func.overloadpacket.__name__)] += 1
+        if launches_kernel(func):
+            self.counts[str(func.overloadpacket.__name__)] += 1
+            self.parts[self._part] += 1
         return func(*args, **(kwargs or {}))
 
 
 def cuda_launches(fn: Callable[[], None]) -> int:
     "Kernel launches of one call of `fn` on CUDA, as the profiler records the runtime's launch calls."
-    from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof: fn(); torch.cuda.synchronize()
     return sum(e.count for e in prof.key_averages() if 'LaunchKernel' in e.key or e.key == 'cudaGraphLaunch')
 
 
 def section_launches(c: Check) -> dict:
-    "Kernel-launching ATen operations of one joint step at the preset's batch (views and metadata excluded); on CUDA also the launches the profiler records."
+    "Kernel-launching ATen operations of one joint step at the preset's batch (views and metadata excluded), the optimiser's apart; on CUDA also the launches the profiler records."
     a = c.a
     tr = diffusion_trainer(c, frozen_vqvae(c), 'joint', c.cfg.ldm.batch_size, 'launches')
     batches = BatchLog(tr)
     run_steps(tr, batches, max(a.warmup, 1), watch=False)
     with KernelOps() as ops: run_steps(tr, batches, 1)
-    out = dict(batch=tr.batch_size, aten_kernel_ops=sum(ops.counts.values()), top_ops=dict(ops.counts.most_common(8)))
+    out = dict(batch=tr.batch_size, aten_kernel_ops=sum(ops.counts.values()), by_part=dict(ops.parts),
+               optimizers=[type(o).__name__ + (' (foreach on CUDA, one tensor at a time on the CPU)' if a.device.type == 'cpu' else '')
+                           for o in tr.optimizers.values()], top_ops=dict(ops.counts.most_common(8)))
     if a.device.type == 'cuda': out['cuda_launches'] = cuda_launches(lambda: run_steps(tr, batches, 1))
     return out
 
@@ -300,10 +315,10 @@ def compiled_section(mode: str | None) -> Callable[[Check], dict]:
         tr = diffusion_trainer(c, frozen_vqvae(c), 'joint', c.cfg.ldm.batch_size, f'compile_{mode}')
         tr.models['unet'].compile(mode=mode)
         sync(a.device); t0 = time.perf_counter()
-        run_steps(tr, BatchLog(tr), 3, watch=False)
+        run_steps(tr, BatchLog(tr), 5, watch=False)      # compiles, and (reduce-overhead) records the graphs
         sync(a.device)
         flops = eager.get('tflop_per_step') and int(eager['tflop_per_step'] * 1e12)
-        return dict(mode=mode or 'default', compile_s=time.perf_counter() - t0, **measure(tr, a.steps, 1, c.peak, flops))
+        return dict(mode=mode or 'default', compile_s=time.perf_counter() - t0, **measure(tr, a.steps, 2, c.peak, flops))
     section.__doc__ = (f"The joint step with the U-Net under torch.compile(mode={mode!r})"
                        + (": its forward and backward captured in CUDA graphs (the optimiser runs eagerly)." if mode else "."))
     return section

@@ -93,6 +93,9 @@ def test_launch_filter() -> None:
         check(g.launches_kernel(op) == launches, f"launches_kernel({op}) should be {launches}")
     with g.KernelOps() as ops: (torch.randn(4, 4).t() + 1).sum()
     check(dict(ops.counts) == {'randn': 1, 'add': 1, 'sum': 1}, f"counted {dict(ops.counts)}")
+    w = torch.nn.Parameter(torch.ones(3)); opt = torch.optim.SGD([w], lr=0.1)
+    with g.KernelOps() as ops: (w * 2).sum().backward(); opt.step()
+    check(ops.parts['optimizer'] >= 1 and ops.parts['forward+backward'] >= 3, f"by part {dict(ops.parts)}")
 
 
 def main() -> int:
