@@ -4,7 +4,8 @@ the joint step four ways, kernel launches counted, bf16 against fp32, a resume, 
 Run it through `bash bench/gpu_check.sh` (which installs the packed wheels and VGG16 weights first). Sections, in
 order (each writes its line to `OUT/gpu_check.jsonl` as soon as it ends, so a killed run keeps what it measured):
 
-- `preflight`: Python, torch, the device, every module the check imports, the VGG16 weights; names what is missing;
+- `preflight`: Python, torch, the device, every module the check imports, the VGG16 pack (rebuilt into a temporary
+  `TORCH_HOME`); names what is missing;
 - `joint`, `vqgan`, `finetune1`, `finetune2`: each stage's training step at batch 16, eager: ms/step, tiles/s,
   TFLOP/step (`FlopCounterMode` on a full batch of a shape already run), share of the bf16 dense peak, peak memory;
 - `generation`: a sampler step of a 64-tile batch, DDPM (the paper's, T = 1,000 steps) and DDIM-50, and a decode;
@@ -24,7 +25,7 @@ Every timed step runs under `torch.cuda.set_sync_debug_mode('error')`. One deadl
     bash bench/gpu_check.sh --dry-run     # the same code on the CPU with the tiny preset's models (CI): figures mean nothing
 """
 from __future__ import annotations
-import argparse, importlib, json, os, platform, signal, sys, tempfile, time, traceback
+import argparse, importlib, importlib.util, json, os, platform, signal, sys, tempfile, time, traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,18 +74,23 @@ class Report:
         os.replace(tmp, self.path)
 
 
+PACK_FIX = "run `bash bench/device_pack.sh` where a package index is reachable, then `bash bench/gpu_check.sh` (it installs .pack/wheels)"
+
+
 def preflight(a: argparse.Namespace) -> dict:
-    "Python, torch and the device; every module the check imports; the VGG16 pack. Raises naming all that is missing and the fix."
+    "Python, torch and the device; every module the check imports (located first, in a second, then imported); the VGG16 pack, rebuilt into torch's cache ($TORCH_HOME). Raises naming all that is missing, each with its fix."
+    missing = [f"module {n} ({PACK_FIX})" for n in NEEDED if importlib.util.find_spec(n.split('.')[0]) is None]
+    if not a.vgg16.is_file(): missing.append(f"the VGG16 pack {a.vgg16} ({PACK_FIX})")
     import torch
-    missing = []
-    for name in NEEDED:
-        try: importlib.import_module(name)
-        except Exception as e: missing.append(f"module {name} ({type(e).__name__}: {e})")
-    if not a.vgg16.is_file(): missing.append(f"VGG16 pack {a.vgg16}")
-    if not a.dry_run and not torch.cuda.is_available(): missing.append('a CUDA device (torch.cuda.is_available() is False; --dry-run for the CPU)')
-    if missing:
-        raise RuntimeError("missing: " + '; '.join(missing) + ". Fix: run `bash bench/device_pack.sh` where a package index is "
-                           "reachable, then start the check with `bash bench/gpu_check.sh` (it installs .pack/wheels).")
+    if not a.dry_run and not torch.cuda.is_available(): missing.append('a CUDA device (torch.cuda.is_available() is False; --dry-run runs on the CPU)')
+    if not missing:
+        for name in NEEDED:
+            try: importlib.import_module(name)
+            except Exception as e: missing.append(f"module {name}: {type(e).__name__}: {e}")
+    if not missing:
+        try: importlib.import_module('vgg16_pack').unpack(a.vgg16)
+        except (OSError, ValueError) as e: missing.append(f"a readable VGG16 pack ({e})")
+    if missing: raise RuntimeError("missing: " + '; '.join(missing))
     return dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda,
                 device=torch.cuda.get_device_name() if not a.dry_run else 'cpu', cldm_nb=importlib.import_module('cldm_nb').__file__)
 
@@ -121,25 +127,22 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     t0, report = time.perf_counter(), Report(Path(a.out))
     signal.signal(signal.SIGALRM, _deadline); signal.setitimer(signal.ITIMER_REAL, a.budget_s)
-    try: pre = preflight(a)
-    except Exception as e:
-        report.add('preflight', dict(error=str(e), section_s=round(time.perf_counter() - t0, 2)))
-        print(f"gpu_check: preflight FAILED after {time.perf_counter() - t0:.1f} s: {e}", file=sys.stderr)
-        return 2
-    report.add('preflight', dict(pre, section_s=round(time.perf_counter() - t0, 2)))
-    print(f"gpu_check: preflight ok in {time.perf_counter() - t0:.1f} s: {pre}", flush=True)
-    import torch
-    import gpu_sections as g
-    from cldm_nb.config import RunConfig
-    from vgg16_pack import unpack
-    a.device = torch.device('cpu' if a.dry_run else 'cuda')
-    peak = g.peak_tflops(a.device, a.peak_tflops)
-    results, failed = dict(device=pre['device'], dry_run=a.dry_run), []
     with tempfile.TemporaryDirectory(prefix='gpu-check-') as d:
         os.environ['TORCH_HOME'] = str(Path(d)/'torch')          # the VGG16 file rebuilt from the pack, for this run only
-        unpack(a.vgg16)
+        try: pre = preflight(a)
+        except Exception as e:
+            report.add('preflight', dict(error=str(e), section_s=round(time.perf_counter() - t0, 2)))
+            print(f"gpu_check: preflight FAILED after {time.perf_counter() - t0:.1f} s: {e}", file=sys.stderr)
+            return 2
+        report.add('preflight', dict(pre, section_s=round(time.perf_counter() - t0, 2)))
+        print(f"gpu_check: preflight ok in {time.perf_counter() - t0:.1f} s: {pre}", flush=True)
+        import torch
+        import gpu_sections as g
+        from cldm_nb.config import RunConfig
+        a.device = torch.device('cpu' if a.dry_run else 'cuda')
         torch.manual_seed(0)
-        c = g.Check(a, RunConfig.preset_config(a.preset), g.training_tiles(), Path(d), peak, results)
+        results, failed = dict(device=pre['device'], dry_run=a.dry_run), []
+        c = g.Check(a, RunConfig.preset_config(a.preset), g.training_tiles(), Path(d), g.peak_tflops(a.device, a.peak_tflops), results)
         for name, fn in g.SECTIONS.items():
             if time.perf_counter() - t0 >= a.budget_s:
                 report.add(name, dict(skipped=f'budget spent (--budget-s {a.budget_s:g})', section_s=0.)); failed.append(name); continue
