@@ -241,7 +241,7 @@ def section_launches(c: Check) -> dict:
     run_steps(tr, batches, max(a.warmup, 1), watch=False)
     with KernelOps() as ops: run_steps(tr, batches, 1)
     out = dict(batch=tr.batch_size, aten_kernel_ops=sum(ops.counts.values()), by_part=dict(ops.parts),
-               optimizers=[type(o).__name__ + (' (foreach on CUDA, one tensor at a time on the CPU)' if a.device.type == 'cpu' else '')
+               optimizers=[type(o).__name__ + (' (one tensor at a time on the CPU; on CUDA fused (Adam) or foreach)' if a.device.type == 'cpu' else '')
                            for o in tr.optimizers.values()], top_ops=dict(ops.counts.most_common(8)))
     if a.device.type == 'cuda': out['cuda_launches'] = cuda_launches(lambda: run_steps(tr, batches, 1))
     return out

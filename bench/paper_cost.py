@@ -28,7 +28,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np, pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
+import pandas as pd, torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from cldm_nb.config import RunConfig
