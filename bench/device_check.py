@@ -18,7 +18,8 @@ act as Python numbers) and CPU index tensors; `copy_`/`_to_copy` are the only op
 data between devices. Anything else (the CPU latents times the U-Net's scale buffer, a CPU generator
 drawing a device tensor, `.numpy()` of a device tensor) raises `MixedDeviceError`. While a
 `Trainer`'s step function runs, an operation that makes the host wait for the device (`.item()`,
-`float(t)`, `.tolist()`, `.cpu()`, `nonzero`, `torch.equal`, …) raises `HostSyncError`. Values are exact,
+`float(t)`, `.tolist()`, `.cpu()`, `nonzero`, `torch.equal`, `bincount` — CUDA's reads the ids' range —, a
+tensor built from host data on the device: `new_tensor`, `torch.tensor(…, device=)`, …) raises `HostSyncError`. Values are exact,
 so every stage runs to its end as it would on a GPU, at CPU speed: about a minute for the smoke preset.
 What it does not see: CUDA-only paths (autocast, TF32, pinned memory, fused optimisers) are not taken,
 since the simulated device is not CUDA; those are checked by `bench/gpu_check.sh` on a GPU.
@@ -42,7 +43,9 @@ class HostSyncError(RuntimeError):
 
 _in_step = [False]                     # set while a `Trainer`'s step function runs
 _SYNCS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default, torch.ops.aten.equal.default,
-          torch.ops.aten.masked_select.default, torch.ops.aten._unique2.default, torch.ops.aten.is_nonzero.default}
+          torch.ops.aten.masked_select.default, torch.ops.aten._unique2.default, torch.ops.aten.is_nonzero.default,
+          torch.ops.aten.bincount.default}       # CUDA's bincount reads the ids' min and max into the host to size its output
+_HOST_DATA = (torch.tensor, torch.as_tensor)   # with Python data and `device=`: a blocking copy from pageable host memory on CUDA
 
 def _on_device(dev) -> bool:
     return dev is not None and torch.device(dev).type == DEVICE.type
@@ -125,7 +128,11 @@ class _Functions(TorchFunctionMode):
         if func is torch.Tensor.numpy and dev_arg is not None:
             raise MixedDeviceError("Tensor.numpy(): a device tensor (call .cpu() first)")
         if func is torch.Tensor.new_tensor and dev_arg is not None and 'device' not in kwargs:   # builds below the dispatcher
+            if _in_step[0]: raise HostSyncError("Tensor.new_tensor(): host data copied to the device inside a training step (CUDA waits for it)")
             return _wrap(dev_arg.data_.new_tensor(*args[1:], **kwargs))
+        if (func in _HOST_DATA and _in_step[0] and _on_device(kwargs.get('device')) and args
+                and not isinstance(args[0], torch.Tensor)):
+            raise HostSyncError(f"torch.{func.__name__}(): host data copied to the device inside a training step (CUDA waits for it)")
         if func in (torch.Tensor.tolist, torch.Tensor.__array__) and dev_arg is not None:
             if _in_step[0]: raise HostSyncError(f"Tensor.{func.__name__}(): a device value read by the host inside a training step")
             return func(dev_arg.data_, *args[1:], **kwargs)
@@ -202,6 +209,13 @@ def self_test() -> None:
             try: wrong()
             except MixedDeviceError: continue
             raise AssertionError("the device check let a cross-device operation through")
+        watched = _watched(lambda tr, fn: fn())
+        for waits in (lambda: x.new_tensor([1., 2.]),                                 # what the IMSAT augmentation did
+                      lambda: torch.bincount(torch.tensor([0, 2]).to(dev), minlength=4),   # the quantiser's code counts
+                      lambda: torch.as_tensor(3, device=dev)):                        # the U-Net's time step from an int
+            try: watched(None, waits)
+            except HostSyncError: continue
+            raise AssertionError("the device check let a host wait inside a training step through")
 
 def _stage_log(stage: list[str]):
     "A `log` for `run_pipeline` that prints and remembers the stage being run."

@@ -242,12 +242,12 @@ def random_affine(x: torch.Tensor, fill: Sequence[float], degrees: float = 5., t
     n, (h, w) = len(x), x.shape[-2:]
     u = torch.rand(n, 4, generator=generator, device=x.device)
     angle = torch.deg2rad((u[:, 0] * 2 - 1) * degrees)
-    size = x.new_tensor([w, h])
-    shift = ((u[:, 1:3] * 2 - 1) * translate * size).round() * 2 / size          # whole pixels, in the grid's [−1, 1] units
+    shift = torch.stack([((u[:, 1 + i] * 2 - 1) * translate * s).round() * 2 / s for i, s in enumerate((w, h))], 1)   # whole pixels, in the grid's [−1, 1] units
     zoom = scale[0] + u[:, 3] * (scale[1] - scale[0])
     cos, sin = angle.cos() / zoom, angle.sin() / zoom
     rot = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)   # R(−angle) / zoom
     theta = torch.cat([rot, -(rot @ shift[:, :, None])], 2)                            # input point of each output point
     grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
     out = F.grid_sample(torch.cat([x, torch.ones_like(x[:, :1])], 1), grid, mode='nearest', align_corners=False)
-    return out[:, :-1] + (1 - out[:, -1:]) * x.new_tensor(fill).view(1, -1, 1, 1)      # outside the image: `fill`
+    outside = 1 - out[:, -1:]                     # `fill` there, as Python numbers: a tensor built from them would copy to the device and wait
+    return torch.cat([out[:, c:c + 1] + outside * float(f) for c, f in enumerate(fill)], 1)

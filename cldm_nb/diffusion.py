@@ -230,7 +230,7 @@ class CondUNet(DiffusionSpace):
         "The prediction (`cfg.prediction`: noise by default) for noisy latents `z_t` at time steps `t` under cluster ids `cond`."
 
         self._check(z_t, cond)
-        t = torch.as_tensor(t, device=z_t.device).expand(len(z_t))
+        t = t.to(z_t.device).expand(len(z_t)) if isinstance(t, torch.Tensor) else torch.full((len(z_t),), t, device=z_t.device)   # an int: filled on the device, not copied
         emb_act = F.silu(self.t_mlp(timestep_embedding(t, self.cfg.t_emb_dim)) + self.cluster_emb(cond))
         x = self.conv_in(z_t.contiguous(memory_format=torch.channels_last) if self.channels_last else z_t)
         skips = []

@@ -90,9 +90,11 @@ class SchedulerOutput:
     pred_original_sample: torch.Tensor   # the clean sample the model output implies
 
 def _noise(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    "Standard normal noise shaped like `like`, drawn float32 on the generator's device and moved to `like`'s device and dtype."
+    "Standard normal noise shaped like `like`, drawn float32 on the generator's device and moved to `like`'s device and dtype (from pinned memory, without a wait, onto a GPU)."
     dev = generator.device if generator is not None else like.device
-    return torch.randn(like.shape, generator=generator, device=dev, dtype=torch.float32).to(like.device, like.dtype)
+    noise = torch.randn(like.shape, generator=generator, device=dev, dtype=torch.float32)
+    if noise.device != like.device and like.device.type == 'cuda': noise = noise.pin_memory()   # copied without waiting for the device
+    return noise.to(like.device, like.dtype, non_blocking=True)
 
 class LinearScheduler:
     "What DDPM and DDIM share: diffusers' configuration over a `LinearSchedule`, `set_timesteps`, `add_noise`, and the noise a model output implies."

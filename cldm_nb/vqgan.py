@@ -120,7 +120,8 @@ class CodeUsage(nn.Module):
 
     def _count(self, idx: torch.Tensor) -> dict:
         "The batch's perplexity and share of codes used; in training mode `idx` is added to `usage_counts`."
-        hist = torch.bincount(idx.flatten(), minlength=len(self.usage_counts))
+        flat = idx.flatten()                   # scatter_add, not bincount: CUDA bincount reads the ids' min and max into the host
+        hist = torch.zeros_like(self.usage_counts).scatter_add_(0, flat, torch.ones_like(flat))
         p = hist.float() / idx.numel()
         if self.training: self.usage_counts += hist
         return dict(perplexity=torch.exp(-(p * p.clamp_min(1e-12).log()).sum()), usage=(hist > 0).float().mean())
