@@ -36,8 +36,8 @@ __all__ = ['STUDY_SHARE', 'HOLD_SEED', 'SOURCES', 'FORMULA_START', 'MAX_NAME', '
            'save_labels', 'check_study_size', 'generated_needed', 'study_plan', 'top_up_generated', 'Conflict',
            'check_reader', 'open_session', 'read_session', 'read_answers', 'record_answer', 'undo_answer',
            'binomial_interval', 'percent', 'verdict', 'roc_auc', 'reader_results', 'results_text', 'readers',
-           'study_summary', 'reader_study_markdown', 'write_reader_study', 'parse_body', 'address_allowed',
-           'review_app', 'print_summary', 'cldm_review']
+           'study_summary', 'reader_study_markdown', 'typed_names', 'write_reader_study', 'parse_body',
+           'address_allowed', 'review_app', 'print_summary', 'cldm_review']
 
 # %% ../nbs/12_review.ipynb #74e8c1e8
 STUDY_SHARE = 2 / 3            # of each cluster's real tiles, kept for the blind study and never shown on the naming page
@@ -440,9 +440,14 @@ def _json_ready(x):
     if isinstance(x, (float, np.floating)): return float(x) if math.isfinite(x) else None
     return x.item() if isinstance(x, np.generic) else x
 
+def typed_names(run: Run) -> list[str] | None:
+    "The run's cluster names as typed (`Run.cluster_names` without the formula guard, `csv_text`); None without a readable `labels.csv`."
+    names = run.cluster_names()
+    return None if names is None else [csv_text(n) for n in names]
+
 def write_reader_study(run: Run) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     "Put the reader study (`study_summary`) in the run's `report.md` and `metrics.json` (strict JSON: null, never NaN); the summary (nothing written without answers)."
-    table, pooled, unfinished = study_summary(run.path, run.cluster_names())
+    table, pooled, unfinished = study_summary(run.path, typed_names(run))
     if table.empty and unfinished.empty: return table, pooled, unfinished
     if (report := run.path/'report.md').is_file():
         text = replace_section(report.read_text(), READER_STUDY, reader_study_markdown(table, pooled, unfinished))
@@ -530,7 +535,7 @@ def review_app(run: str | Path | Run, n_tiles: int = 40, seed: int | None = None
         plan, answers = read_session(run.path, reader)['tiles'], read_answers(run.path, reader)
         done = len(answers) >= len(plan)
         return dict(reader=reader, n=len(plan), position=len(answers), done=done,
-                    **(dict(results=results_text(reader_results(answers, run.cluster_names()))) if done else
+                    **(dict(results=results_text(reader_results(answers, typed_names(run)))) if done else
                        dict(tile_url=f'/api/study/{reader}/tile/{len(answers)}.bmp')))
 
     def update_report(reader: str, was_done: bool) -> dict:

@@ -42,6 +42,7 @@ async function begin(name) {
 function show() {
   choice = null;
   $('undo').hidden = !undoable;
+  setBusy(false);
   if (state.done) return results();
   $('results').hidden = true;
   $('study').hidden = false;
@@ -52,7 +53,6 @@ function show() {
   for (const id of ['real', 'synthetic']) $(id).setAttribute('aria-pressed', 'false');
   $('hint').textContent = '';
   $('tile').src = state.tile_url;
-  setBusy(false);
 }
 
 function choose(kind) {
