@@ -130,12 +130,12 @@ def name_clusters(d, server: ReviewServer, shots: Path | None) -> None:
     check(d.find_element(By.ID, 'error-name-1').text == '', "the error is cleared once fixed")
     d.refresh(); WebDriverWait(d, 30).until(lambda d: d.find_element(By.TAG_NAME, 'body').get_attribute('data-ready') == 'true')
     check(d.find_element(By.ID, 'name-1').get_attribute('value') == INERT, "the page shows the name as typed")
-    d.find_element(By.ID, 'name-0').send_keys(' (draft)')
-    asks = "const e = new Event('beforeunload', {cancelable: true}); window.dispatchEvent(e); return e.defaultPrevented"
-    check(d.execute_script(asks), "leaving with unsaved names asks first (beforeunload)")
     if shots:
         d.set_window_size(1200, 1400); d.execute_script('window.scrollTo(0, 0)'); shot(d, shots/'review_names.png')
         d.set_window_size(1200, 1000)
+    d.find_element(By.ID, 'name-0').send_keys(' (draft)')
+    asks = "const e = new Event('beforeunload', {cancelable: true}); window.dispatchEvent(e); return e.defaultPrevented"
+    check(d.execute_script(asks), "leaving with unsaved names asks first (beforeunload)")
     e = d.find_element(By.ID, 'name-0'); e.clear(); e.send_keys('stroma' + Keys.ENTER)
     WebDriverWait(d, 30).until(lambda d: d.find_element(By.ID, 'status').text.startswith('Saved'))
     check(not d.execute_script(asks), "and not once saved")
@@ -257,6 +257,7 @@ def blind_session(d, server: ReviewServer, shots: Path | None) -> None:
             check(len(read_answers(run, READER)) == 13, "a killed server lost no acknowledged answer; the page continues at tile 14")
         if i == 5 and shots:
             d.find_element(By.CSS_SELECTOR, 'input[name=confidence][value="4"]').click(); shot(d, shots/'review_read.png')
+            d.execute_script("document.querySelectorAll('input[name=confidence]').forEach(r => { r.checked = false; })")
         if i == 4: held_key(d, run, i, calls[i])
         elif i == 10: narrow(d, run, i, calls[i], confidence[i])
         else: answer(d, i, calls[i], confidence[i])
@@ -266,15 +267,17 @@ def blind_session(d, server: ReviewServer, shots: Path | None) -> None:
     lo, hi = binomial_interval(15, N)
     summary = d.find_element(By.ID, 'summary').text
     check(summary.startswith(f"15 of {N} correct: 75 % (95 % interval {percent(lo)} to {percent(hi)})"), f"the page shows accuracy and interval: {summary!r}")
+    check(any(td.text == INERT for td in d.find_elements(By.CSS_SELECTOR, '#by-cluster td')), "the page shows the cluster name as typed, as text")
     check(d.find_element(By.ID, 'verdict').text.startswith('The interval lies above 50 %'), "the page says what the interval lets one conclude")
     check(len(d.find_elements(By.CSS_SELECTOR, '#by-cluster tbody tr')) == a.cluster.nunique(), "one row per cluster read")
     check('ROC AUC' in d.find_element(By.ID, 'auc').text, "the ROC AUC is shown")
+    check(d.find_element(By.ID, 'undo').is_enabled(), "the last answer can be taken back from the results")
     report = (run/'report.md').read_text()
     check('## Reader study' in report and f'| {READER} |' in report and '75 %' in report and f'{percent(lo)} to {percent(hi)}' in report,
           "report.md has the reader study, rounded as the page")
     check('Over all readers, the interval lies above 50 %' in report, "and says what the interval lets one conclude")
     row = next((line for line in report.splitlines() if '&lt;script&gt;' in line), '')
-    check("'=cmd \\| &lt;script&gt;alert(1)&lt;/script&gt;" in row and '<script' not in report and len(re.findall(r'(?<!\\)\|', row)) == 7,
+    check("| =cmd \\| &lt;script&gt;alert(1)&lt;/script&gt; |" in row and '<script' not in report and len(re.findall(r'(?<!\\)\|', row)) == 7,
           f"the name with |, <script> and = is inert in report.md: {row!r}")
     def no_constant(name): raise ValueError(f"metrics.json holds {name}")
     check(json.loads((run/'metrics.json').read_text(), parse_constant=no_constant)['reader_study']['readers'][0]['accuracy'] == 0.75,
