@@ -32,12 +32,12 @@ from .train import run_lock
 __all__ = ['STUDY_SHARE', 'HOLD_SEED', 'SOURCES', 'FORMULA_START', 'MAX_NAME', 'MIN_TILES', 'GENERATION_SEED', 'MAX_READER',
            'READER', 'ANSWERS', 'ANSWER_COLUMNS', 'SUMMARY_COLUMNS', 'ASSETS', 'MAX_REQUEST', 'MAX_DEPTH', 'LOOPBACK',
            'ANY_ADDRESS', 'ReviewTiles', 'held_for_study', 'generated_tiles', 'stamped_cluster', 'png_bytes',
-           'study_bytes', 'normal_text', 'csv_cell', 'csv_text', 'md_cell', 'NameProblems', 'name_problems',
+           'study_bytes', 'normal_text', 'csv_cell', 'csv_text', 'percent', 'md_cell', 'NameProblems', 'name_problems',
            'save_labels', 'check_study_size', 'generated_needed', 'study_plan', 'top_up_generated', 'Conflict',
            'check_reader', 'open_session', 'read_session', 'read_answers', 'record_answer', 'undo_answer',
-           'binomial_interval', 'percent', 'verdict', 'roc_auc', 'reader_results', 'results_text', 'readers',
-           'study_summary', 'reader_study_markdown', 'typed_names', 'write_reader_study', 'parse_body',
-           'address_allowed', 'review_app', 'print_summary', 'cldm_review']
+           'binomial_interval', 'verdict', 'roc_auc', 'reader_results', 'results_text', 'readers', 'study_summary',
+           'reader_study_markdown', 'typed_names', 'write_reader_study', 'parse_body', 'address_allowed', 'review_app',
+           'print_summary', 'cldm_review']
 
 # %% ../nbs/12_review.ipynb #74e8c1e8
 STUDY_SHARE = 2 / 3            # of each cluster's real tiles, kept for the blind study and never shown on the naming page
@@ -111,6 +111,10 @@ def csv_text(cell) -> str:
     cell = '' if pd.isna(cell) else str(cell)
     return cell[1:] if cell.startswith("'") and cell.lstrip("'").startswith(FORMULA_START) else cell
 
+def percent(x: float | None) -> str:
+    "A proportion as a whole percentage with halves rounded up ('63 %' for 0.625): the one rounding the page, the summary and the report share; '' for none."
+    return '' if x is None or pd.isna(x) else f"{math.floor(round(100 * x, 9) + 0.5)} %"
+
 def md_cell(text) -> str:
     "`text` for a Markdown table cell that renders as itself: HTML special characters escaped (`html.escape`), `|` as `\\|`."
     return html.escape(str(text), quote=False).replace('|', '\\|')
@@ -141,13 +145,14 @@ def names(self: ReviewTiles) -> tuple[pd.DataFrame, str | None]:
 
 @patch
 def clusters(self: ReviewTiles) -> list[dict]:
-    "Per cluster: id, name, note, its real tiles (all, training, kept for the study), the head's mean probability, and the numbers of the real tiles the naming page shows (most confident first)."
+    "Per cluster: id, name, note, its real tiles (all, training, kept for the study), the head's mean probability (and as `percent`), and the numbers of the real tiles the naming page shows (most confident first)."
     names, _ = self.names()
     def one(c: int) -> dict:
         mine = self.real[self.real.cluster == c]
         shown = mine[~mine.study]
         return dict(id=c, name=names.name[c], description=names.description[c], tiles=len(mine), training_tiles=int((mine.split == 'train').sum()),
                     study_tiles=int(mine.study.sum()), probability=round(float(mine.probability.mean()), 3) if len(mine) else None,
+                    probability_text=percent(mine.probability.mean()) if len(mine) else '',
                     real=shown.sort_values('probability', ascending=False, kind='stable').index.tolist())
     return [one(c) for c in range(self.run.k)]
 
@@ -345,10 +350,6 @@ def binomial_interval(correct: int, n: int, level: float = 0.95) -> tuple[float,
     "The exact (Clopper–Pearson) interval of the proportion `correct / n` (scipy's `binomtest`)."
     ci = stats.binomtest(correct, n).proportion_ci(level, method='exact')
     return float(ci.low), float(ci.high)
-
-def percent(x: float | None) -> str:
-    "A proportion as a whole percentage with halves rounded up ('63 %' for 0.625): the one rounding the page, the summary and the report share; '' for none."
-    return '' if x is None or pd.isna(x) else f"{math.floor(round(100 * x, 9) + 0.5)} %"
 
 def verdict(low: float, high: float) -> str:
     "What a 95 % interval of accuracy from `low` to `high` lets one conclude, in words."

@@ -36,7 +36,7 @@ function tileGrid(cluster, ids, title) {
 }
 
 function card(c) {
-  const conf = c.probability === null ? 'no tiles' : `mean head confidence ${(100 * c.probability).toFixed(0)} %`;
+  const conf = c.probability === null ? 'no tiles' : `mean head confidence ${c.probability_text}`;
   return el('section', {class: 'card', id: `cluster-${c.id}`},
     el('h2', {}, `Cluster ${c.id}`),
     el('p', {class: 'meta'}, `${c.tiles} tiles (${c.training_tiles} training; ${c.study_tiles} kept for the blind reading) · ${conf}`),
