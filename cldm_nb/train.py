@@ -548,6 +548,11 @@ def run_lock(folder: str | Path, shared: bool = False) -> Iterator[Path]:
         try: fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             who = _holder(fd) or 'another process'; os.close(fd)
+            pid, _, rest = who.removeprefix('pid ').partition(' on host ')
+            if pid.isdigit() and rest.startswith(socket.gethostname() + ' '):   # shared: the file names the latest reader, who may have left
+                try: os.kill(int(pid), 0)
+                except ProcessLookupError: who = f"another process that shares it, such as a second `cldm review` (the lock file names {who}, which has ended)"
+                except PermissionError: pass
             raise RunLockedError(f"{folder}: in use by {who}. Wait for it to finish or stop it, or use another folder.") from None
         if path.exists() and path.stat().st_ino == os.fstat(fd).st_ino: break
         os.close(fd)                                   # the holder removed the file between our open and our lock: again
