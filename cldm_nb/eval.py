@@ -32,16 +32,16 @@ from .vqgan import encode_latents, lpips_vgg
 from .weights import require_vgg16_weights, vgg16_cache_file
 
 # %% auto #0
-__all__ = ['METRICS', 'SYNTHETIC_NOTE', 'LABEL_COLUMNS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'COPY_SHIFT', 'COPY_RES', 'COPY_RATIO',
-           'TISSUE_CHROMA', 'TISSUE_MIN', 'COPY_KINDS', 'COPY_CALIBRATION', 'as_tiles', 'paired_tiles', 'ssim_torch',
-           'ssim_paired', 'msssim_paired', 'lpips_net', 'lpips_paired', 'evaluate_pairs', 'weights_hash',
-           'save_synthetic_png', 'read_provenance', 'is_synthetic', 'write_label_template', 'load_labels',
-           'label_to_id', 'cluster_grid', 'cluster_gallery', 'derive_seed', 'sample_cluster', 'generate_for',
-           'cluster_accuracy', 'plot_cluster_accuracy', 'generated_gallery', 'sample_by_label', 'vgg16_features',
-           'image_features', 'as_features', 'mmd2_unbiased', 'kid', 'frechet_distance', 'precision_recall', 'dihedral',
-           'tissue_fraction', 'copy_view', 'copy_distances', 'nearest_training', 'plot_nearest', 'plant_copies',
-           'calibrate_copy_audit', 'memorisation_markdown', 'colour_stats', 'feature_space_name', 'quality_report',
-           'psnr_paired', 'reconstruct', 'reconstruction_psnr']
+__all__ = ['METRICS', 'SYNTHETIC_NOTE', 'LABEL_COLUMNS', 'FORMULA_START', 'IMAGENET_MEAN', 'IMAGENET_STD', 'COPY_SHIFT',
+           'COPY_RES', 'COPY_RATIO', 'TISSUE_CHROMA', 'TISSUE_MIN', 'COPY_KINDS', 'COPY_CALIBRATION', 'as_tiles',
+           'paired_tiles', 'ssim_torch', 'ssim_paired', 'msssim_paired', 'lpips_net', 'lpips_paired', 'evaluate_pairs',
+           'weights_hash', 'save_synthetic_png', 'read_provenance', 'is_synthetic', 'csv_cell', 'csv_text',
+           'write_label_template', 'load_labels', 'label_to_id', 'cluster_grid', 'cluster_gallery', 'derive_seed',
+           'sample_cluster', 'generate_for', 'cluster_accuracy', 'plot_cluster_accuracy', 'generated_gallery',
+           'sample_by_label', 'vgg16_features', 'image_features', 'as_features', 'mmd2_unbiased', 'kid',
+           'frechet_distance', 'precision_recall', 'dihedral', 'tissue_fraction', 'copy_view', 'copy_distances',
+           'nearest_training', 'plot_nearest', 'plant_copies', 'calibrate_copy_audit', 'memorisation_markdown',
+           'colour_stats', 'feature_space_name', 'quality_report', 'psnr_paired', 'reconstruct', 'reconstruction_psnr']
 
 # %% ../nbs/06_eval.ipynb #ea3940ae
 def _infer_size(src: Path) -> int:
@@ -221,6 +221,16 @@ def is_synthetic(path: str | Path) -> bool:
 
 # %% ../nbs/06_eval.ipynb #3da71e61
 LABEL_COLUMNS = ('id', 'name', 'description')
+FORMULA_START = ('=', '+', '-', '@', '\t', '\r')     # what makes a spreadsheet read a cell as a formula
+
+def csv_cell(text: str) -> str:
+    "`text` for a CSV cell that a spreadsheet shows rather than runs: a leading `'` when it could start a formula (`FORMULA_START`, after any `'`)."
+    return "'" + text if text.lstrip("'").startswith(FORMULA_START) else text
+
+def csv_text(cell) -> str:
+    "The text `csv_cell` was given back from its cell."
+    cell = '' if pd.isna(cell) else str(cell)
+    return cell[1:] if cell.startswith("'") and cell.lstrip("'").startswith(FORMULA_START) else cell
 
 def write_label_template(path: str | Path, n_clusters: int, overwrite: bool = False) -> Path:
     "Write a labels CSV (`id`, `name`, `description`), one row per cluster, for an expert to fill in."
@@ -233,7 +243,7 @@ def write_label_template(path: str | Path, n_clusters: int, overwrite: bool = Fa
     return path
 
 def load_labels(path: str | Path | pd.DataFrame, n_clusters: int | None = None) -> pd.DataFrame:
-    "The labels file as a checked DataFrame (`id`, `name`, `description`), sorted by id."
+    "The labels file as a checked DataFrame (`id`, `name`, `description`, as typed), sorted by id."
     if isinstance(path, pd.DataFrame): df, path = path.copy(), 'labels'
     else:
         path = Path(path)
@@ -245,11 +255,11 @@ def load_labels(path: str | Path | pd.DataFrame, n_clusters: int | None = None) 
     ids, k = pd.to_numeric(df['id'], errors='coerce'), n_clusters if n_clusters is not None else len(df)
     if ids.isna().any() or sorted(ids) != list(range(k)):
         raise ValueError(f"{path}: the ids must be 0…{k - 1}, each once; found {list(df['id'])}.")
-    names = df['name'].astype(str).str.strip()
+    names = df['name'].map(csv_text).str.strip()                    # as typed: the formula guard `csv_cell` wrote taken off
     if (names == '').any(): raise ValueError(f"{path}: cluster(s) {list(ids[names == ''].astype(int))} have no name.")
     if (dup := names.str.lower().duplicated(keep=False)).any():
         raise ValueError(f"{path}: names must be unique (ignoring case); repeated: {sorted(set(names[dup]))}.")
-    desc = df['description'].astype(str) if 'description' in df else ''
+    desc = df['description'].map(csv_text) if 'description' in df else ''
     return (pd.DataFrame(dict(id=ids.astype(int), name=names, description=desc))
             .sort_values('id').reset_index(drop=True))
 

@@ -23,21 +23,20 @@ from werkzeug.serving import make_server
 
 import cldm_nb
 from .data import atomic_path, write_json
-from .eval import derive_seed, load_labels, sample_cluster, save_synthetic_png
+from .eval import csv_cell, derive_seed, load_labels, sample_cluster, save_synthetic_png
 from .report import READER_STUDY, md_table, replace_section
 from .run import FINISHED, Run
 from .train import run_lock
 
 # %% auto #0
-__all__ = ['STUDY_SHARE', 'HOLD_SEED', 'SOURCES', 'FORMULA_START', 'MAX_NAME', 'MIN_TILES', 'GENERATION_SEED', 'MAX_READER',
-           'READER', 'ANSWERS', 'ANSWER_COLUMNS', 'SUMMARY_COLUMNS', 'ASSETS', 'MAX_REQUEST', 'MAX_DEPTH', 'LOOPBACK',
-           'ANY_ADDRESS', 'ReviewTiles', 'held_for_study', 'generated_tiles', 'stamped_cluster', 'png_bytes',
-           'study_bytes', 'normal_text', 'csv_cell', 'csv_text', 'percent', 'md_cell', 'NameProblems', 'name_problems',
-           'save_labels', 'check_study_size', 'generated_needed', 'study_plan', 'top_up_generated', 'Conflict',
-           'check_reader', 'open_session', 'read_session', 'read_answers', 'record_answer', 'undo_answer',
-           'binomial_interval', 'verdict', 'roc_auc', 'reader_results', 'results_text', 'readers', 'study_summary',
-           'reader_study_markdown', 'typed_names', 'write_reader_study', 'parse_body', 'address_allowed', 'review_app',
-           'print_summary', 'cldm_review']
+__all__ = ['STUDY_SHARE', 'HOLD_SEED', 'SOURCES', 'MAX_NAME', 'MIN_TILES', 'GENERATION_SEED', 'MAX_READER', 'READER', 'ANSWERS',
+           'ANSWER_COLUMNS', 'SUMMARY_COLUMNS', 'ASSETS', 'MAX_REQUEST', 'MAX_DEPTH', 'LOOPBACK', 'ANY_ADDRESS',
+           'ReviewTiles', 'held_for_study', 'generated_tiles', 'stamped_cluster', 'png_bytes', 'study_bytes',
+           'normal_text', 'percent', 'md_cell', 'NameProblems', 'name_problems', 'save_labels', 'check_study_size',
+           'generated_needed', 'study_plan', 'top_up_generated', 'Conflict', 'check_reader', 'open_session',
+           'read_session', 'read_answers', 'record_answer', 'undo_answer', 'binomial_interval', 'verdict', 'roc_auc',
+           'reader_results', 'results_text', 'readers', 'study_summary', 'reader_study_markdown', 'write_reader_study',
+           'parse_body', 'address_allowed', 'review_app', 'print_summary', 'cldm_review']
 
 # %% ../nbs/12_review.ipynb #74e8c1e8
 STUDY_SHARE = 2 / 3            # of each cluster's real tiles, kept for the blind study and never shown on the naming page
@@ -94,22 +93,12 @@ def study_bytes(tile: np.ndarray) -> bytes:
 
 # %% ../nbs/12_review.ipynb #a6b27a82
 SOURCES = ('real', 'generated')
-FORMULA_START = ('=', '+', '-', '@', '\t', '\r')     # what makes a spreadsheet read a cell as a formula
 
 def normal_text(text: str, lines: bool = False) -> str:
     "`text` in Unicode NFKC with its runs of white space made one space (within each line when `lines`), stripped: look-alike spellings become one."
     text = unicodedata.normalize('NFKC', text)
     if lines: return '\n'.join(' '.join(line.split()) for line in text.splitlines()).strip()
     return ' '.join(text.split())
-
-def csv_cell(text: str) -> str:
-    "`text` for a CSV cell that a spreadsheet shows rather than runs: a leading `'` when it could start a formula (`FORMULA_START`, after any `'`)."
-    return "'" + text if text.lstrip("'").startswith(FORMULA_START) else text
-
-def csv_text(cell) -> str:
-    "The text `csv_cell` was given back from its cell."
-    cell = '' if pd.isna(cell) else str(cell)
-    return cell[1:] if cell.startswith("'") and cell.lstrip("'").startswith(FORMULA_START) else cell
 
 def percent(x: float | None) -> str:
     "A proportion as a whole percentage with halves rounded up ('63 %' for 0.625): the one rounding the page, the summary and the report share; '' for none."
@@ -136,12 +125,12 @@ def naming_tile(self: ReviewTiles, i: int) -> np.ndarray:
 
 @patch
 def names(self: ReviewTiles) -> tuple[pd.DataFrame, str | None]:
-    "The clusters' names and notes as typed (`labels.csv`, its formula guard `'` taken off; the template's `cluster_i` and empty notes when it is missing or unreadable) and the problem with the file, if any."
+    "The clusters' names and notes as typed (`labels.csv` through `load_labels`; the template's `cluster_i` and empty notes when it is missing or unreadable) and the problem with the file, if any."
     try: labels = load_labels(self.run.labels_path, self.run.k)
     except (FileNotFoundError, ValueError) as e:
         k = self.run.k
         return pd.DataFrame(dict(id=range(k), name=[f'cluster_{i}' for i in range(k)], description='')), str(e)
-    return labels.assign(name=labels.name.map(csv_text), description=labels.description.map(csv_text)), None
+    return labels, None
 
 @patch
 def clusters(self: ReviewTiles) -> list[dict]:
@@ -333,12 +322,13 @@ def record_answer(run: Path, reader: str, position: int, answer: str, confidence
     return position + 1
 
 def undo_answer(run: Path, reader: str, position: int) -> int:
-    "Take back `reader`'s answer at `position`, which must be their last (the file rewritten atomically); the position to answer next."
+    "Take back `reader`'s answer at `position`, which must be their last, before the session is finished (the file rewritten atomically); the position to answer next."
     if not _whole(position): raise ValueError(f"position: a whole number, got {position!r}.")
     folder = Path(run)/'review'
     with _review_lock(folder):
-        read_session(run, reader)
-        done, f = read_answers(run, reader), folder/f'{check_reader(reader)}.csv'
+        plan, done, f = read_session(run, reader)['tiles'], read_answers(run, reader), folder/f'{check_reader(reader)}.csv'
+        if len(done) >= len(plan):        # the results are shown then: taking an answer back would let the reader try again knowing them
+            raise Conflict(f"the session of {reader!r} is finished: its answers are final once the results are shown.")
         if position != len(done) - 1:
             raise Conflict(f"tile {position + 1}: only the last answer can be taken back" + (f" (tile {len(done)})." if len(done) else "; there is none yet."))
         lines = f.read_text().splitlines(keepends=True)
@@ -441,14 +431,9 @@ def _json_ready(x):
     if isinstance(x, (float, np.floating)): return float(x) if math.isfinite(x) else None
     return x.item() if isinstance(x, np.generic) else x
 
-def typed_names(run: Run) -> list[str] | None:
-    "The run's cluster names as typed (`Run.cluster_names` without the formula guard, `csv_text`); None without a readable `labels.csv`."
-    names = run.cluster_names()
-    return None if names is None else [csv_text(n) for n in names]
-
 def write_reader_study(run: Run) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     "Put the reader study (`study_summary`) in the run's `report.md` and `metrics.json` (strict JSON: null, never NaN); the summary (nothing written without answers)."
-    table, pooled, unfinished = study_summary(run.path, typed_names(run))
+    table, pooled, unfinished = study_summary(run.path, run.cluster_names())
     if table.empty and unfinished.empty: return table, pooled, unfinished
     if (report := run.path/'report.md').is_file():
         text = replace_section(report.read_text(), READER_STUDY, reader_study_markdown(table, pooled, unfinished))
@@ -536,7 +521,7 @@ def review_app(run: str | Path | Run, n_tiles: int = 40, seed: int | None = None
         plan, answers = read_session(run.path, reader)['tiles'], read_answers(run.path, reader)
         done = len(answers) >= len(plan)
         return dict(reader=reader, n=len(plan), position=len(answers), done=done,
-                    **(dict(results=results_text(reader_results(answers, typed_names(run)))) if done else
+                    **(dict(results=results_text(reader_results(answers, run.cluster_names()))) if done else
                        dict(tile_url=f'/api/study/{reader}/tile/{len(answers)}.bmp')))
 
     def update_report(reader: str, was_done: bool) -> dict:

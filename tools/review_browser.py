@@ -13,10 +13,11 @@ sends requests that must be refused (4xx, nothing written), a foreign Host and O
 run lock (a second review is served, `cldm run` is refused).
 Ends with 'review browser test: N checks passed' or the first failure.
 """
-import argparse, contextlib, csv, io, json, re, shutil, signal, subprocess, sys, tempfile, time, urllib.error, urllib.request
+import argparse, contextlib, csv, io, json, re, shutil, signal, subprocess, tempfile, time, urllib.error, urllib.request
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -122,9 +123,10 @@ def name_clusters(d, server: ReviewServer, shots: Path | None) -> None:
     check((run/'labels.csv').read_text() == labels_before, "a refused save writes nothing")
     e = d.find_element(By.ID, 'name-1'); e.clear(); e.send_keys(INERT + Keys.ENTER)          # Enter saves
     wait.until(lambda d: d.find_element(By.ID, 'status').text.startswith('Saved'))
-    labels = load_labels(run/'labels.csv', k)
-    check(labels.name[:2].tolist() == ['stroma', "'" + INERT] and labels.description[0] == 'collagen fibres, few nuclei',
-          f"labels.csv holds the names and the note, the formula guarded: {labels.name[:2].tolist()}")
+    labels, on_disk = load_labels(run/'labels.csv', k), pd.read_csv(run/'labels.csv', dtype=str)
+    check(on_disk.name[:2].tolist() == ['stroma', "'" + INERT] and labels.name[:2].tolist() == ['stroma', INERT]
+          and labels.description[0] == 'collagen fibres, few nuclei',
+          f"labels.csv holds the names and the note, the formula guarded on disk and read as typed: {on_disk.name[:2].tolist()}")
     with open(run/'labels.csv', newline='') as f: cells = [c for row in csv.reader(f) for c in row]
     check(not any(c.startswith(('=', '+', '-', '@')) for c in cells), "no cell of labels.csv starts a formula")
     check(d.find_element(By.ID, 'error-name-1').text == '', "the error is cleared once fixed")
@@ -271,7 +273,7 @@ def blind_session(d, server: ReviewServer, shots: Path | None) -> None:
     check(d.find_element(By.ID, 'verdict').text.startswith('The interval lies above 50 %'), "the page says what the interval lets one conclude")
     check(len(d.find_elements(By.CSS_SELECTOR, '#by-cluster tbody tr')) == a.cluster.nunique(), "one row per cluster read")
     check('ROC AUC' in d.find_element(By.ID, 'auc').text, "the ROC AUC is shown")
-    check(d.find_element(By.ID, 'undo').is_enabled(), "the last answer can be taken back from the results")
+    check(not d.find_element(By.ID, 'undo').is_displayed(), "the results are final: nothing can be taken back once they show")
     report = (run/'report.md').read_text()
     check('## Reader study' in report and f'| {READER} |' in report and '75 %' in report and f'{percent(lo)} to {percent(hi)}' in report,
           "report.md has the reader study, rounded as the page")

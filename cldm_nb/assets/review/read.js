@@ -41,7 +41,7 @@ async function begin(name) {
 
 function show() {
   choice = null;
-  $('undo').hidden = !undoable;
+  $('undo').hidden = !undoable || state.done;           // finished: the answers are final once the results show
   setBusy(false);
   if (state.done) return results();
   $('results').hidden = true;
