@@ -5,7 +5,6 @@
 # %% ../nbs/08_cli.ipynb #9ecb6a82
 from __future__ import annotations
 import json, subprocess, sys
-from pathlib import Path
 
 from fastcore.script import call_parse, Param, store_true
 

@@ -124,7 +124,7 @@ def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result:
              "![validity](validity.png)" if (out/'validity.png').exists() else "(no K gave two or more clusters: nothing to plot)", "",
              "## Autoencoder", "", _reconstruction_markdown(m.get('reconstruction')), "",
              "## Distribution", "",
-             f"The tiles of the paired generation below (one per training tile, under its cluster) against the training tiles.", "",
+             "The tiles of the paired generation below (one per training tile, under its cluster) against the training tiles.", "",
              distribution_markdown(q), "",
              "## Memorisation", "",
              memorisation_markdown(mem, q['n_fake']), "", "![nearest](nearest_training.png)", "",
