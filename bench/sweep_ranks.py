@@ -50,6 +50,6 @@ def main():
         diff = np.abs(v1.fillna(0).values - vN.fillna(0).values).max()
         k1, kN = (Run.open(tmp/d).k for d in ('one', 'many'))
         print(f"  validity tables: largest difference {diff:.3g} (threads per process differ, so do float paths; with equal "
-              f"threads they agree to float rounding, 08_cli); chosen K: {k1} and {kN}")
+              f"threads they agree to float rounding, 10_cli); chosen K: {k1} and {kN}")
 
 if __name__ == '__main__': main()
