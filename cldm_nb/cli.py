@@ -12,14 +12,15 @@ from .config import RunConfig, apply_overrides, read_run_config
 from .eval import as_tiles, evaluate_pairs, feature_space_name, quality_report, sample_by_label, sample_cluster, vgg16_features
 from .pipeline import run_pipeline
 from .report import distribution_markdown
-from .run import Run
+from .maps import map_slide
+from .run import Run, RunFolder
 from .export import export_run, load_pretrained
 from .train import dist_env, resolve_device, run_lock, torchrun_command
 from .weights import fetch_vgg16_weights
 
 # %% auto #0
 __all__ = ['CLDM_UNDER_TORCHRUN', 'COMMANDS', 'SHORT_FLAGS', 'parse_k', 'cldm_run', 'cldm_sample', 'cldm_export', 'cldm_eval',
-           'main']
+           'cldm_map', 'main']
 
 # %% ../nbs/10_cli.ipynb #e1ae4879
 def parse_k(k: str) -> tuple[int, int]:
@@ -136,8 +137,23 @@ def cldm_eval(real: Param("Folder of real tiles", str) = None, fake: Param("Fold
     print(json.dumps(res, indent=2))
     return res
 
+# %% ../nbs/10_cli.ipynb #77306424
+@call_parse
+def cldm_map(run: str = None,           # Folder of a finished `cldm run`
+             model: str = None,         # Folder written by `cldm export` (instead of --run; then --out defaults to maps/<slide>.png)
+             slide: str = None,         # Slide file (.svs, .ndpi, .mrxs, tiled .tiff, …)
+             out: str = None,           # PNG to write (default: RUN/maps/<slide>.png); the CSV goes beside it
+             mpp: float = None,         # Read at this µm/px (default: as the run did)
+             level: int = None,         # Read this pyramid level instead
+             device: str = 'auto'):     # auto, cpu or cuda
+    "Colour every tissue tile of a slide by its cluster: a thumbnail PNG with a legend, a CSV tile → cluster → probability, and GeoJSON for slide viewers (QuPath)."
+    if (run is None) == (model is None) or slide is None: raise ValueError("give --slide and one of --run RUN or --model EXPORT.")
+    df = map_slide(run or load_pretrained(model, device), slide, out, mpp=mpp, level=level, device=device)
+    png = Path(out) if out else RunFolder(run or Path()).map_file(Path(slide).name)
+    print(f"{len(df)} tiles in {df.cluster.nunique()} clusters → {png}, {png.with_suffix('.csv')} and {png.with_suffix('.geojson')}")
+    return df
+
 # %% ../nbs/10_cli.ipynb #332a4785
-from .maps import cldm_map
 from .review import cldm_review
 
 COMMANDS = dict(run=cldm_run, sample=cldm_sample, eval=cldm_eval, map=cldm_map, export=cldm_export, review=cldm_review)

@@ -16,19 +16,20 @@ import cldm_nb
 from .config import RunConfig
 from .data import write_json
 from .diffusion import CondUNet, SampleConfig, UNetConfig, model_spec
-from .eval import SYNTHETIC_NOTE, as_tiles, label_to_id, load_labels, sample_cluster
-from .imsat import ClusterHead, cluster_probs
-from .run import Run
+from .eval import SYNTHETIC_NOTE
+from .imsat import ClusterHead
+from .run import Pretrained, Run
 from .train import resolve_device
-from .vqgan import VQGANConfig, VQVAE, encode_latents
+from .vqgan import VQGANConfig, VQVAE
 
 # %% auto #0
-__all__ = ['EXPORT_FORMAT', 'NETWORKS', 'sha256_file', 'export_config', 'export_run', 'model_card', 'Pretrained',
+__all__ = ['EXPORT_FORMAT', 'NETWORKS', 'EXPORT_CONFIG', 'MODEL_CARD', 'sha256_file', 'export_config', 'export_run', 'model_card',
            'load_pretrained']
 
 # %% ../nbs/08_export.ipynb #e828f02b
 EXPORT_FORMAT = 'cldm_nb-pretrained/1'
 NETWORKS = dict(autoencoder='autoencoder.safetensors', unet='unet.safetensors', cluster_head='cluster_head.safetensors')
+EXPORT_CONFIG, MODEL_CARD = 'config.json', 'README.md'    # the export folder's own files, beside NETWORKS
 
 def sha256_file(path: str | Path) -> str:
     "The SHA-256 of a file's bytes, read in 1-MB blocks."
@@ -61,11 +62,12 @@ def export_run(run: str | Path | Run, out: str | Path, data_licence: str | None 
     vq, (unet, head) = run.vqgan(), run.ldm()
     tmp = out.with_name(out.name + '.partial'); shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
     for key, net in (('autoencoder', vq), ('unet', unet), ('cluster_head', head)): _save_network(net, tmp/NETWORKS[key])
-    if (run.path/'gallery_generated.png').is_file(): shutil.copy2(run.path/'gallery_generated.png', tmp/'gallery_generated.png')
+    gallery = run.gallery_generated_file
+    if gallery.is_file(): shutil.copy2(gallery, tmp/gallery.name)
     config = export_config(run, vq, unet, head, data_licence)
     config['files'] = {f.name: sha256_file(f) for f in sorted(tmp.iterdir())}
-    write_json(tmp/'config.json', config)
-    (tmp/'README.md').write_text(model_card(run, config, {f.name: f.stat().st_size for f in tmp.iterdir()}))
+    write_json(tmp/EXPORT_CONFIG, config)
+    (tmp/MODEL_CARD).write_text(model_card(run, config, {f.name: f.stat().st_size for f in tmp.iterdir()}))
     if out.exists(): out.rmdir()
     tmp.rename(out)
     return out
@@ -75,7 +77,7 @@ def _json(path: Path) -> dict: return json.loads(path.read_text()) if path.is_fi
 
 def _results_lines(run: Run) -> list[str]:
     "The model card's results: the report's numbers beside their floors."
-    m = _json(run.path/'metrics.json')
+    m = _json(run.metrics_file)
     if not m: return ["The run wrote no `metrics.json`: no measurements are recorded with this model."]
     d, mem = m.get('distribution') or {}, m.get('memorisation') or {}
     lines = ["| measure | generated | real vs real (floor) |", "|---|---|---|"]
@@ -85,16 +87,14 @@ def _results_lines(run: Run) -> list[str]:
                   f"| precision / recall (k = 3) | {d['precision']:.2f} / {d['recall']:.2f} | {d['precision_floor']:.2f} / {d['recall_floor']:.2f} |"]
     if (rec := (m.get('reconstruction') or {}).get('test')): lines.append(f"| autoencoder PSNR, held-out tiles (dB) | {rec['psnr']:.1f} | — |")
     if mem: lines.append(f"| tiles flagged as copies of a training tile | {mem['copy_share']:.0%} | — |")
-    acc = pd.read_csv(run.path/'cluster_accuracy.csv') if (run.path/'cluster_accuracy.csv').is_file() else None
-    if acc is not None: lines.append(f"| per-cluster accuracy, mean / smallest | {acc.accuracy.mean():.2f} / {acc.accuracy.min():.2f} | — |")
+    if (acc := run.accuracy()) is not None: lines.append(f"| per-cluster accuracy, mean / smallest | {acc.accuracy.mean():.2f} / {acc.accuracy.min():.2f} | — |")
     space = d.get('feature_space', 'the VGG16 feature space')
     return lines + ["", f"KID, FD, precision and recall: {d.get('n_compared', '?')} generated tiles against the training tiles in {space}; "
                     "the floor is what fresh real tiles score at the same size. The full report is the run's `report.md`."]
 
 def model_card(run: Run, config: dict, sizes: dict[str, int]) -> str:
     "The export's `README.md`: model, data, training, results, intended use, files, citation."
-    man, times, meta = _json(run.path/'manifest.json'), _json(run.path/'timings.json'), _json(run.path/'config.json')
-    acc = pd.read_csv(run.path/'cluster_accuracy.csv') if (run.path/'cluster_accuracy.csv').is_file() else None
+    man, times, meta, acc = _json(run.manifest_file), _json(run.timings_file), _json(run.config_file), run.accuracy()
     rows = ["| id | name | training tiles | generated tiles recognised |", "|---|---|---|---|"]
     for i, name in enumerate(config['cluster_names']):
         r = acc[acc.cluster == i].iloc[0] if acc is not None and (acc.cluster == i).any() else None
@@ -125,7 +125,7 @@ def model_card(run: Run, config: dict, sizes: dict[str, int]) -> str:
         + (f"{total / 60:.0f} minutes of stages" if total else "time not recorded") + (f", peak memory {times['peak_rss_gb']} GB" if times.get('peak_rss_gb') else "") + ".",
         f"- Sampler: {SampleConfig.from_dict(config['sampling']).describe()}; latent scale {config['latent_scale']:.4g}.", "",
         "## Results", "", *_results_lines(run), "",
-        "## Generated tiles", "", "![generated](gallery_generated.png)" if 'gallery_generated.png' in sizes else "(no gallery in the run)", "",
+        "## Generated tiles", "", f"![generated]({gallery})" if (gallery := run.gallery_generated_file.name) in sizes else "(no gallery in the run)", "",
         "## Intended use", "",
         "Research on histopathology image analysis: data augmentation experiments, teaching, studying what the clusters "
         "hold. Not for diagnosis or any clinical decision, and not a substitute for real tissue. Have generated tiles "
@@ -139,39 +139,6 @@ def model_card(run: Run, config: dict, sizes: dict[str, int]) -> str:
         "## Citation", "", 'M. Rumman et al., "Cluster-conditioned latent diffusion for histopathology", *Bioengineering* 12(7):764, 2025.', ""])
 
 # %% ../nbs/08_export.ipynb #a6c285e7
-class Pretrained:
-    "An exported model on `device`: generate tiles by cluster (`sample`), assign tiles to clusters (`assign`); read with `load_pretrained`."
-    def __init__(self, path: Path, config: dict, vq: VQVAE, unet: CondUNet, head: ClusterHead, device: torch.device):
-        self.path, self.config, self._vq, self._unet, self._head, self.device = path, config, vq, unet, head, device
-        self.k, self.sampling = config['k'], SampleConfig.from_dict(config['sampling'])
-        self.cfg = RunConfig.from_dict(config['training']['config'])
-
-    def __repr__(self) -> str: return f"Pretrained({self.path}: K = {self.k}, clusters {self.cluster_names()}, {self.sampling.describe()})"
-    def cluster_names(self) -> list[str]: return list(self.config['cluster_names'])
-    def vqgan(self, device=None) -> VQVAE: return self._vq.to(device or self.device)
-    def ldm(self, device=None) -> tuple[CondUNet, ClusterHead]: return self._unet.to(device or self.device), self._head.to(device or self.device)
-
-    @property
-    def labels(self) -> pd.DataFrame:
-        "The cluster names as a checked labels table (`load_labels`: `id`, `name`, `description`), as a run's `labels.csv` gives them."
-        return load_labels(pd.DataFrame(dict(id=[str(i) for i in range(self.k)], name=self.cluster_names(), description='')), self.k)
-
-    def cluster_id(self, cluster: int | str) -> int:
-        "A cluster's id from its id or its name (any case)."
-        return int(cluster) if isinstance(cluster, (int, np.integer)) else label_to_id(self.labels, cluster)
-
-    def sample(self, cluster: int | str, n: int = 16, seed: int = 0, cfg: SampleConfig | None = None, batch_size: int = 64,
-               out_dir: str | Path | None = None, progress: bool = True) -> np.ndarray:
-        "`n` uint8 tiles of a cluster (by id or name) with the export's sampler settings (or `cfg`): the tiles `cldm sample` makes for the same seed."
-        cid = self.cluster_id(cluster)
-        meta = dict(label=self.cluster_names()[cid]) if isinstance(cluster, str) else {}
-        return sample_cluster(self._unet, self._vq, cid, n, cfg or self.sampling, seed, batch_size, out_dir, self.device, progress, **meta)
-
-    def assign(self, tiles, batch_size: int = 64) -> pd.DataFrame:
-        "Each tile's cluster, its name and the head's probability (tiles: uint8 array, folder or `.npy`)."
-        p = cluster_probs(self._head, encode_latents(self._vq, as_tiles(tiles), batch_size, self.device))
-        return pd.DataFrame(dict(cluster=p.argmax(1), name=np.array(self.cluster_names())[p.argmax(1)], probability=p.max(1).astype(float).round(4)))
-
 def _network(net: torch.nn.Module, path: Path, **extra):
     "Load a safetensors file (and `extra` entries of the state dict) into `net`, naming the file when the two do not fit."
     try: net.load_state_dict({**load_file(str(path)), **extra})
@@ -182,10 +149,10 @@ def _network(net: torch.nn.Module, path: Path, **extra):
 def load_pretrained(path: str | Path, device: str | torch.device | None = 'cpu') -> Pretrained:
     "The model exported to `path` by `export_run` / `cldm export`, every file checked against `config.json`."
     path = Path(path)
-    if not (path/'config.json').is_file(): raise FileNotFoundError(f"{path}: no config.json; pass a folder written by `cldm export`.")
-    config = json.loads((path/'config.json').read_text())
+    if not (path/EXPORT_CONFIG).is_file(): raise FileNotFoundError(f"{path}: no {EXPORT_CONFIG}; pass a folder written by `cldm export`.")
+    config = json.loads((path/EXPORT_CONFIG).read_text())
     if config.get('format') != EXPORT_FORMAT:
-        raise ValueError(f"{path/'config.json'}: not a cldm_nb export (format {config.get('format')!r}, expected {EXPORT_FORMAT!r}).")
+        raise ValueError(f"{path/EXPORT_CONFIG}: not a cldm_nb export (format {config.get('format')!r}, expected {EXPORT_FORMAT!r}).")
     for name, digest in config['files'].items():
         if not (path/name).is_file(): raise FileNotFoundError(f"{path/name}: missing from the export; copy the whole folder, or export the run again.")
         if sha256_file(path/name) != digest:
@@ -194,4 +161,5 @@ def load_pretrained(path: str | Path, device: str | torch.device | None = 'cpu')
     vq = _network(VQVAE(VQGANConfig.from_dict(config['autoencoder'])), path/NETWORKS['autoencoder'])
     unet = _network(CondUNet(UNetConfig.from_dict(config['unet'])), path/NETWORKS['unet'], _extra_state=dict(config=config['unet']))
     head = _network(ClusterHead(**config['cluster_head']), path/NETWORKS['cluster_head'])
-    return Pretrained(path, config, vq.to(device), unet.to(device), head.to(device), device)
+    cfg, sampling = RunConfig.from_dict(config['training']['config']), SampleConfig.from_dict(config['sampling'])
+    return Pretrained(path, cfg, sampling, config['cluster_names'], vq.to(device), unet.to(device), head.to(device), device, config)

@@ -10,18 +10,16 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from fastcore.script import call_parse, Param
 
 from .data import atomic_path, save_figure
 from .imsat import cluster_probs
-from .export import Pretrained, load_pretrained
-from .run import Run
-from .slides import SlidePlan, _safe, iter_slide_tiles, plan_slide
+from .run import Pretrained, Run, RunFolder
+from .slides import SlidePlan, iter_slide_tiles, plan_slide
 from .train import resolve_device
 from .vqgan import encode_latents
 
 # %% auto #0
-__all__ = ['cluster_colors', 'cluster_raster', 'plot_cluster_map', 'tiles_geojson', 'map_slide', 'map_run_slides', 'cldm_map']
+__all__ = ['cluster_colors', 'cluster_raster', 'plot_cluster_map', 'tiles_geojson', 'map_slide', 'map_run_slides']
 
 # %% ../nbs/07d_maps.ipynb #a632d84e
 def cluster_colors(k: int) -> np.ndarray:
@@ -71,16 +69,17 @@ def tiles_geojson(df: pd.DataFrame, side: float, n_clusters: int) -> dict:
 
 def map_slide(run: str | Path | Run | Pretrained, slide: str | Path, out: str | Path | None = None, mpp: float | None = None,
               level: int | None = None, device: str = 'auto', batch_size: int = 64, name: str | None = None) -> pd.DataFrame:
-    "Assign every tissue tile of `slide` to a cluster with the models of a run (or of an export, `load_pretrained`); write `out` (PNG, default `run/maps/<slide>.png`, `maps/<slide>.png` for an export), its CSV and its GeoJSON (`tiles_geojson`)."
+    "Assign every tissue tile of `slide` to a cluster with a run's model (or an export's, `load_pretrained`); write `out` (PNG, default `run/maps/<slide>.png`, `maps/<slide>.png` for an export), its CSV and its GeoJSON (`tiles_geojson`)."
     run, slide, dev = run if isinstance(run, (Run, Pretrained)) else Run.open(run), Path(slide), resolve_device(device)
-    if mpp is None and level is None: mpp, level = run.cfg.mpp, run.cfg.level
-    plan = plan_slide(slide, mpp=mpp, level=level, min_tissue=run.cfg.min_tissue, name=name)
-    vq, (_, head), names = run.vqgan(dev), run.ldm(dev), run.cluster_names()
+    folder, model = (run, run.pretrained(dev)) if isinstance(run, Run) else (RunFolder(Path()), run)
+    if mpp is None and level is None: mpp, level = model.cfg.mpp, model.cfg.level
+    plan = plan_slide(slide, mpp=mpp, level=level, min_tissue=model.cfg.min_tissue, name=name)
+    vq, (_, head), names = model.vqgan(dev), model.ldm(dev), model.cluster_names()
     probs = np.concatenate([cluster_probs(head, encode_latents(vq, b, device=dev)) for b in iter_slide_tiles(plan, batch_size)])
     clusters = probs.argmax(1)
     df = pd.DataFrame(dict(name=plan.names(), slide=plan.name, x=plan.tiles.x, y=plan.tiles.y, tissue=plan.tiles.tissue.round(4),
                            cluster=clusters, label=[names[c] for c in clusters] if names else '', probability=probs.max(1).round(4)))
-    out = Path(out) if out is not None else (run.path if isinstance(run, Run) else Path())/'maps'/f'{_safe(plan.name)}.png'
+    out = Path(out) if out is not None else folder.map_file(plan.name)
     with atomic_path(out.with_suffix('.csv')) as f: df.to_csv(f, index=False)
     with atomic_path(out.with_suffix('.geojson')) as f: f.write_text(json.dumps(tiles_geojson(df, plan.side, head.n_clusters)))
     import matplotlib.pyplot as plt
@@ -94,23 +93,8 @@ def map_run_slides(out: str | Path, device: str = 'auto', log=print) -> list[Pat
     if not run.slides: return pngs
     newest = max(f.stat().st_mtime_ns for f in run.model_files)
     for name, path in run.slides.items():
-        png = run.path/'maps'/f'{_safe(name)}.png'; pngs.append(png)
+        png = run.map_file(name); pngs.append(png)
         if png.is_file() and png.with_suffix('.csv').is_file() and png.stat().st_mtime_ns > newest: continue   # drawn by an earlier pass
         df = map_slide(run, path, png, device=device, name=name)
         log(f"cluster map of {name}: {len(df)} tiles → {png.relative_to(run.path)}")
     return pngs
-
-@call_parse
-def cldm_map(run: Param("Folder of a finished `cldm run`", str) = None,
-             model: Param("Folder written by `cldm export` (instead of --run; then --out defaults to maps/<slide>.png)", str) = None,
-             slide: Param("Slide file (.svs, .ndpi, .mrxs, tiled .tiff, …)", str) = None,
-             out: Param("PNG to write (default: RUN/maps/<slide>.png); the CSV goes beside it", str) = None,
-             mpp: Param("Read at this µm/px (default: as the run did)", float) = None,
-             level: Param("Read this pyramid level instead", int) = None,
-             device: Param("auto, cpu or cuda", str) = 'auto'):
-    "Colour every tissue tile of a slide by its cluster: a thumbnail PNG with a legend, a CSV tile → cluster → probability, and GeoJSON for slide viewers (QuPath)."
-    if (run is None) == (model is None) or slide is None: raise ValueError("give --slide and one of --run RUN or --model EXPORT.")
-    df = map_slide(run or load_pretrained(model, device), slide, out, mpp=mpp, level=level, device=device)
-    png = Path(out) if out else (Path(run) if run else Path())/'maps'/f'{_safe(Path(slide).name)}.png'
-    print(f"{len(df)} tiles in {df.cluster.nunique()} clusters → {png}, {png.with_suffix('.csv')} and {png.with_suffix('.geojson')}")
-    return df

@@ -30,6 +30,7 @@ from .eval import (generate_for, evaluate_pairs, cluster_accuracy, plot_cluster_
                           nearest_training)
 from .maps import map_run_slides
 from .report import write_report
+from .run import RunFolder
 from .slides import load_data, tile_origins
 
 # %% auto #0
@@ -40,7 +41,7 @@ __all__ = ['prepare_out', 'Stages', 'peak_rss_gb', 'data_stage', 'vgg_weights_st
 # %% ../nbs/07e_pipeline.ipynb #c4dc85fe
 def prepare_out(out: str | Path, cfg: RunConfig, data: str | Path, device: torch.device, force: bool = False) -> Path:
     "Create `out` with its `config.json`, or check that the run already there has the same config."
-    out = Path(out); cfg_file = out/'config.json'
+    out = Path(out); cfg_file = RunFolder(out).config_file
     if cfg_file.exists() and list(out.iterdir()) == [cfg_file]: cfg_file.unlink()    # stopped before its data stage: nothing to keep
     if cfg_file.exists():
         saved, now = json.loads(cfg_file.read_text()), cfg.to_dict()
@@ -80,14 +81,15 @@ def peak_rss_gb() -> float:
 
 # %% ../nbs/07e_pipeline.ipynb #e0c56f5a
 def data_stage(data: str | Path, out: Path, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
-    "Load tiles (slides: cut into `out/tiles`), split (paper), write or check `manifest.json`; returns all tiles and the training indices."
-    tiles, names = load_data(data, out, **cfg.load_options)
+    "Load tiles (slides: cut into the run's tile store), split (paper), write or check `manifest.json`; returns all tiles and the training indices."
+    folder = RunFolder(out)
+    tiles, names = load_data(data, folder.tile_store, **cfg.load_options, masks=folder.tissue_dir)
     need = max(cfg.n_chunks, cfg.k_max + 1)
     if len(tiles) < need: raise ValueError(f"{data}: {len(tiles)} tiles are too few for {cfg.n_chunks} chunks and K up to {cfg.k_max}; "
                                            "use more tiles or a smaller --k range.")
-    if (out/'manifest.json').exists(): m = check_manifest(out/'manifest.json', tiles); return tiles, m['train_idx']
+    if folder.manifest_file.exists(): m = check_manifest(folder.manifest_file, tiles); return tiles, m['train_idx']
     train_idx, test_idx = split_indices(len(tiles), cfg.n_chunks, cfg.split_seed)
-    write_manifest(out/'manifest.json', tiles, names, train_idx, test_idx, source=data, seed=cfg.split_seed, n_chunks=cfg.n_chunks)
+    write_manifest(folder.manifest_file, tiles, names, train_idx, test_idx, source=data, seed=cfg.split_seed, n_chunks=cfg.n_chunks)
     return tiles, train_idx
 
 def vgg_weights_stage(cfg: RunConfig, log=print) -> None:
@@ -103,7 +105,7 @@ def feature_space(cfg: RunConfig) -> tuple[torch.nn.Module, str]:
 
 def train_features(train: np.ndarray, out: Path, cfg: RunConfig, device, name: str = 'train') -> np.ndarray:
     "Feature-space vectors of the training tiles (or of tiles made from them, e.g. `name='reconstructions'`), computed once per run (`features/{name}.npy`, by every rank, written by rank 0) for the sweep, the metrics and the audit."
-    path = out/'features'/f'{name}.npy'
+    path = RunFolder(out).features_file(name)
     if broadcast_object(path.exists()): return np.load(path)          # every rank takes rank 0's decision
     f = image_features(train, net=feature_space(cfg)[0], size=cfg.feature_size, device=device)
     if is_main():
@@ -122,15 +124,16 @@ def sweep_quality(unet, head, vq, labels: np.ndarray, features: np.ndarray, cfg:
 
 def _sweep_qualities(vq, labels: dict, features: np.ndarray, cfg: RunConfig, out: Path, device) -> None:
     "`k{K}/sweep_quality.json` for each K without one: the Ks shared among the ranks, each from its joint-stage checkpoint; rank 0 writes."
-    todo = broadcast_object([k for k in cfg.ks if not (out/f'k{k}'/'sweep_quality.json').exists()])
-    done = shard_map(lambda k: sweep_quality(*load_ldm(out/f'k{k}'/'ldm.pt', device), vq, labels[k], features, cfg, k, device), todo)
+    folder = RunFolder(out)
+    todo = broadcast_object([k for k in cfg.ks if not folder.sweep_quality_file(k).exists()])
+    done = shard_map(lambda k: sweep_quality(*load_ldm(folder.checkpoint('ldm', k), device), vq, labels[k], features, cfg, k, device), todo)
     if not is_main(): return
-    for k, q in zip(todo, done): write_json(out/f'k{k}'/'sweep_quality.json', q)
+    for k, q in zip(todo, done): write_json(folder.sweep_quality_file(k), q)
 
 def _train_k(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: Path, device, k: int) -> tuple[np.ndarray, dict]:
     "One K's joint stage, trained by this rank alone; its head's labels of the training tiles and when (and by which rank) it trained."
     start, rank = time.time(), dist_env()[0]
-    head = train_ldm(train, vq, cfg.for_k(k), out/f'k{k}', device=device, progress=rank == 0)[1]
+    head = train_ldm(train, vq, cfg.for_k(k), RunFolder(out).k_dir(k), device=device, progress=rank == 0)[1]
     return assign_clusters(head, latents), dict(rank=rank, start=start, end=time.time())
 
 def k_sweep(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: Path, device,
@@ -141,7 +144,8 @@ def k_sweep(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: P
     if features is not None: _sweep_qualities(vq, labels, features, cfg, out, device)
     if not is_main(): return None, labels
     cfeatures = cluster_features(latents)
-    quality = {k: json.loads((out/f'k{k}'/'sweep_quality.json').read_text()) for k in cfg.ks} if features is not None else {}
+    folder = RunFolder(out)
+    quality = {k: folder.read_json(folder.sweep_quality_file(k)) for k in cfg.ks} if features is not None else {}
     scored = {k: y for k, y in labels.items() if len(np.unique(y)) >= 2}
     for k in sorted(set(labels) - set(scored)):
         warnings.warn(f"K={k}: the cluster head put every tile in one cluster; its validity indices are left empty (NaN).")
@@ -151,8 +155,8 @@ def k_sweep(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: P
     if quality: table = table.join(pd.DataFrame.from_dict(quality, orient='index'))
     t0 = min(t['start'] for _, t in trained) if trained else 0.
     table.attrs['trained'] = {k: dict(rank=t['rank'], start=round(t['start'] - t0, 2), end=round(t['end'] - t0, 2)) for k, (_, t) in zip(cfg.ks, trained)}
-    with atomic_path(out/'validity.csv') as f: table.to_csv(f)
-    if scored: plot_validity(table, out/'validity.png', cfg.min_cluster)
+    with atomic_path(folder.validity_file) as f: table.to_csv(f)
+    if scored: plot_validity(table, folder.validity_plot, cfg.min_cluster)
     return table, labels
 
 def choose_k(table: pd.DataFrame, min_cluster: float = 0.) -> int:
@@ -180,22 +184,23 @@ def kept_phase(head: nn.Module, latents: torch.Tensor, min_cluster: float, earli
 # %% ../nbs/07e_pipeline.ipynb #31758047
 def write_clusters(out: Path, tiles: np.ndarray, train_idx: np.ndarray, train_latents: torch.Tensor, vq, head, device) -> pd.DataFrame:
     "`clusters.csv`: every tile's name (from the manifest), split, cluster id and the head's probability for it, and where it came from (`tile_origins`: slide, x, y, level, mpp; empty for plain tiles)."
-    m = read_manifest(out/'manifest.json')
+    folder = RunFolder(out)
+    m = read_manifest(folder.manifest_file)
     latents = torch.zeros(len(tiles), *train_latents.shape[1:])
     latents[train_idx] = train_latents
     if len(m['test_idx']): latents[m['test_idx']] = encode_latents(vq, tiles[m['test_idx']], device=device)
     p = cluster_probs(head, latents)
     names = [t['name'] for t in m['tiles']]
     df = pd.DataFrame(dict(tile=names, split=[t['split'] for t in m['tiles']], cluster=p.argmax(1), probability=p.max(1).round(4)))
-    df = pd.concat([df, tile_origins(out, names)], axis=1)
-    with atomic_path(out/'clusters.csv') as f: df.to_csv(f, index=False)
+    df = pd.concat([df, tile_origins(folder.tile_store, names)], axis=1)
+    with atomic_path(folder.clusters_file) as f: df.to_csv(f, index=False)
     return df
 
 def distribution_stage(train: np.ndarray, features: np.ndarray, vq, cfg: RunConfig, out: Path, device,
                        recon: np.ndarray | None = None) -> tuple[dict | None, dict | None]:
     "KID / FD / precision / recall of `out/generated` against the training tiles, with floors and beside the autoencoder's reconstructions of as many training tiles; the memorisation audit against the reconstructions of all training tiles (`recon`, made here when not given; the features by every rank; the rest on rank 0, `(None, None)` on the others)."
-    net, name = feature_space(cfg)
-    fake = as_tiles(out/'generated', 'generated')
+    net, name, folder = *feature_space(cfg), RunFolder(out)
+    fake = as_tiles(folder.generated_dir, 'generated')
     fake_features = as_features(fake, 'generated', net=net, size=cfg.feature_size, device=device)
     recon = reconstruct(vq, train, device=device) if recon is None else recon
     recon_features = train_features(recon, out, cfg, device, name='reconstructions')
@@ -207,11 +212,11 @@ def distribution_stage(train: np.ndarray, features: np.ndarray, vq, cfg: RunConf
     q['reconstructions'] = {k: v for k, v in score(recon[:n], recon_features[:n]).items() if k in ('kid', 'kid_std', 'fd', 'precision', 'recall', 'colour_fake')}
     raw = nearest_training(recon, train, recon_features, features)          # what an audit against the raw tiles could see
     nearest = q.pop('nearest')
-    m = read_manifest(out/'manifest.json')
+    m = read_manifest(folder.manifest_file)
     names = np.array([t['name'] for t in m['tiles']])[m['train_idx']]
-    table = nearest.assign(generated=[p.name for p in sorted((out/'generated').glob('*.png'))], nearest_tile=names[nearest.nearest])
-    with atomic_path(out/'nearest_training.csv') as f: table.to_csv(f, index_label='index')
-    plot_nearest(fake, recon, dict(table=nearest), path=out/'nearest_training.png', originals=train)
+    table = nearest.assign(generated=[p.name for p in sorted(folder.generated_dir.glob('*.png'))], nearest_tile=names[nearest.nearest])
+    with atomic_path(folder.nearest_file) as f: table.to_csv(f, index_label='index')
+    plot_nearest(fake, recon, dict(table=nearest), path=folder.nearest_plot, originals=train)
     memo = {k: q.pop(k) for k in ('copy_share', 'ratio_median', 'copy_threshold', 'n_train')}
     memo.update(reference='reconstructions of the training tiles', recon_copy_share=raw['copy_share'],
                 recon_own_nearest=float((raw['table'].nearest.to_numpy() == np.arange(len(train))).mean()))
@@ -223,29 +228,30 @@ def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg
     "Paired generation, the three paired metrics, distribution + memorisation, per-cluster accuracy, galleries (under `torchrun`: every rank generates and extracts features; rank 0 the rest, and every file)."
     n = len(train) if cfg.eval_tiles is None else min(cfg.eval_tiles, len(train))
     labels, main = assign_clusters(head, latents), is_main()   # the fine-tuned head's clusters of the training tiles
+    folder = RunFolder(out)
     with stages('paired generation'):
-        generate_for(train[:n], unet, vq, out_dir=out/'generated', cluster_ids=labels[:n], cfg=cfg.sampling,
+        generate_for(train[:n], unet, vq, out_dir=folder.generated_dir, cluster_ids=labels[:n], cfg=cfg.sampling,
                      seed=cfg.seed, device=device, progress=main)
     with stages('SSIM / MS-SSIM / LPIPS'):
-        metrics = evaluate_pairs(train[:n], out/'generated', pretrained_backbone=cfg.pretrained_lpips, device=device, progress=main)
+        metrics = evaluate_pairs(train[:n], folder.generated_dir, pretrained_backbone=cfg.pretrained_lpips, device=device, progress=main)
         metrics['lpips_backbone'] = 'ImageNet VGG16' if cfg.pretrained_lpips else 'untrained VGG16 (pretrained_lpips=False: values not meaningful)'
     with stages('distribution + memorisation'):
         features = features if features is not None else train_features(train, out, cfg, device)
         metrics['distribution'], metrics['memorisation'] = distribution_stage(train, features, vq, cfg, out, device, train_recon)
         metrics['reconstruction'] = reconstruction
-        if main: write_json(out/'metrics.json', metrics)
+        if main: write_json(folder.metrics_file, metrics)
     with stages('per-cluster accuracy'):
         acc = cluster_accuracy(unet, head, vq, cfg.n_per_cluster, cfg=cfg.sampling, seed=cfg.seed, device=device, progress=main)
         acc.insert(1, 'training_tiles', np.bincount(labels, minlength=head.n_clusters))    # 0: a cluster the head leaves empty
         if main:
-            with atomic_path(out/'cluster_accuracy.csv') as f: acc.to_csv(f, index=False)
-            plot_cluster_accuracy(acc, path=out/'cluster_accuracy.png')
+            with atomic_path(folder.accuracy_file) as f: acc.to_csv(f, index=False)
+            plot_cluster_accuracy(acc, path=folder.accuracy_plot)
     with stages('galleries'):
-        if main: cluster_gallery(train, labels, cfg.gallery_n, n_clusters=head.n_clusters, path=out/'gallery_real.png')
-        generated_gallery(unet, vq, cfg.gallery_n, cfg=cfg.sampling, seed=cfg.seed, device=device, path=out/'gallery_generated.png',
+        if main: cluster_gallery(train, labels, cfg.gallery_n, n_clusters=head.n_clusters, path=folder.gallery_real_file)
+        generated_gallery(unet, vq, cfg.gallery_n, cfg=cfg.sampling, seed=cfg.seed, device=device, path=folder.gallery_generated_file,
                           progress=main)
     with stages('label template'):
-        if main and not (out/'labels.csv').exists(): write_label_template(out/'labels.csv', head.n_clusters)
+        if main and not folder.labels_file.exists(): write_label_template(folder.labels_file, head.n_clusters)
     return dict(metrics=metrics, accuracy=acc)
 
 # %% ../nbs/07e_pipeline.ipynb #00dc6adb
@@ -257,12 +263,12 @@ def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, 
     data = Path(data) if data is not None else sample_data()
     out = broadcast_object(Path(out) if out is not None else Path('runs')/datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
     vgg_weights_stage(cfg, log)                               # fetched now, or stop now: not after hours of training
-    with run_lock(out) if is_main() else nullcontext(), tensorboard(out/'tb'): return _stages(data, out, cfg, device, k, force, log)
+    with run_lock(out) if is_main() else nullcontext(), tensorboard(RunFolder(out).tensorboard_dir): return _stages(data, out, cfg, device, k, force, log)
 
-def _keep_clusters(unet, head, latents: torch.Tensor, cfg: RunConfig, kdir: Path, device) -> tuple[nn.Module, nn.Module, dict]:
+def _keep_clusters(unet, head, latents: torch.Tensor, cfg: RunConfig, finetune1_file: Path, device) -> tuple[nn.Module, nn.Module, dict]:
     "The fine-tuned model the run keeps (`kept_phase`; rank 0 decides for every rank), in eval mode, and the record of the choice."
-    kept = broadcast_object(kept_phase(head, latents, cfg.min_cluster, lambda: load_ldm(kdir/'finetune1.pt', device)[1]))
-    unet, head = load_ldm(kdir/'finetune1.pt', device) if kept['phase'] == 'finetune1' else (unet, head)
+    kept = broadcast_object(kept_phase(head, latents, cfg.min_cluster, lambda: load_ldm(finetune1_file, device)[1]))
+    unet, head = load_ldm(finetune1_file, device) if kept['phase'] == 'finetune1' else (unet, head)
     return unet.eval(), head.eval(), kept
 
 def _stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, force: bool, log) -> dict:
@@ -272,6 +278,7 @@ def _stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, force:
     log(f"cldm run: preset {cfg.preset}, device {device}, data {data}, out {out}, K {cfg.k_min}-{cfg.k_max}")
     if main: out = prepare_out(out, cfg, data, device, force)
     barrier()                                                  # the folder and its config.json are there
+    folder = RunFolder(out)
     stages = Stages(13, log)
     with stages('data split + manifest'):
         if main: tiles, train_idx = data_stage(data, out, cfg)
@@ -279,7 +286,7 @@ def _stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, force:
         if not main: tiles, train_idx = data_stage(data, out, cfg)
         train = tiles[train_idx]
     with stages('VQ-GAN'):
-        vq = train_vqgan(train, cfg.vqgan, out/'vqgan', device=device, progress=main)
+        vq = train_vqgan(train, cfg.vqgan, folder.vqgan_dir, device=device, progress=main)
         latents = encode_latents(vq, train, device=device)
         test = np.setdiff1d(np.arange(len(tiles)), train_idx)
         train_recon = reconstruct(vq, train, device=device)          # decoded once: its PSNR here, the yardstick and the audit later
@@ -291,20 +298,22 @@ def _stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, force:
         table, _ = k_sweep(train, vq, latents, cfg, out, device, features)
     k = broadcast_object((k or choose_k(table, cfg.min_cluster)) if main else None)
     with stages(f'finetune-1 (K = {k})'):
-        unet, head = load_ldm(out/f'k{k}'/'ldm.pt', device)
-        unet, head = finetune1(unet, head, train, vq, cfg.finetune1, out/f'k{k}', device=device, progress=main)
+        unet, head = load_ldm(folder.checkpoint('ldm', k), device)
+        unet, head = finetune1(unet, head, train, vq, cfg.finetune1, folder.k_dir(k), device=device, progress=main)
     with stages(f'finetune-2 (K = {k})'):
-        unet, head = finetune2(unet, head, train, vq, cfg.finetune2, out/f'k{k}', device=device, progress=main)
-        unet, head, kept = _keep_clusters(unet, head, latents, cfg, out/f'k{k}', device)
+        unet, head = finetune2(unet, head, train, vq, cfg.finetune2, folder.k_dir(k), device=device, progress=main)
+        unet, head, kept = _keep_clusters(unet, head, latents, cfg, folder.checkpoint('finetune1', k), device)
     if kept['phase'] == 'finetune1':
         log(f"finetune-2 left a cluster at {kept['finetune2_smallest_cluster']:g} of an even share (under min_cluster = "
             f"{cfg.min_cluster:g}): keeping finetune-1's model, smallest cluster {kept['smallest_cluster']:g}")
     result = evaluate_stage(train, latents, vq, unet, head, cfg, out, device, stages, features, recon, train_recon)
     if not main: return dict(out=out, k=k)
-    with stages('clusters.csv'):
+    with stages(folder.clusters_file.name):
         write_clusters(out, tiles, train_idx, latents, vq, head, device)
-    write_json(out/'model.json', dict(k=k, vqgan='vqgan/vqgan.pt', ldm=f"k{k}/{kept['phase']}.pt", labels='labels.csv', kept=kept))
-    write_json(out/'timings.json', dict(stages=stages.times, sweep=table.attrs['trained'], peak_rss_gb=round(peak_rss_gb(), 2)))
+    write_json(folder.model_file, dict(k=k, vqgan=folder.relative(folder.checkpoint('vqgan')),
+                                       ldm=folder.relative(folder.checkpoint(kept['phase'], k)),
+                                       labels=folder.relative(folder.labels_file), kept=kept))
+    write_json(folder.timings_file, dict(stages=stages.times, sweep=table.attrs['trained'], peak_rss_gb=round(peak_rss_gb(), 2)))
     maps = map_run_slides(out, device, log)                    # slides: a cluster map of each, for the report
     report = write_report(out, cfg, k, table, result, stages.times, kept, maps)
     log(f"report: {report}")

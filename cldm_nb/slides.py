@@ -24,7 +24,7 @@ from .data import _tiles_of, atomic_path, list_images, load_tiles, save_figure, 
 __all__ = ['SLIDE_SUFFIXES', 'INDEX_COLUMNS', 'write_test_slide', 'is_slide', 'open_slide', 'slide_mpp', 'slide_resolution',
            'read_tile', 'saturation', 'tissue_mask', 'tile_grid', 'SlidePlan', 'slide_thumbnail', 'plan_slide',
            'plot_tissue', 'tile_locations', 'iter_slide_tiles', 'write_store', 'read_store', 'tile_origins',
-           'find_slides', 'load_data']
+           'find_slides', 'is_store', 'store_slides', 'load_data']
 
 # %% ../nbs/00b_slides.ipynb #063718a3
 def write_test_slide(path: str | Path, tiles: np.ndarray, grid: tuple[int, int] = (4, 6), margin: int = 256,
@@ -282,13 +282,14 @@ def read_store(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
     return tiles, index
 
 # %% ../nbs/00b_slides.ipynb #4df86af8
-def tile_origins(run: str | Path, names: Sequence[str]) -> pd.DataFrame:
-    "`slide`, `x`, `y`, `level`, `mpp` of the tiles `names` of the run in `run` (its `tiles/index.csv` when it was cut from slides; else from the names); empty for plain tiles."
+def tile_origins(store: str | Path, names: Sequence[str]) -> pd.DataFrame:
+    "`slide`, `x`, `y`, `level`, `mpp` of the tiles `names` (from the tile store `store` when there is one, else from the names)."
     loc = tile_locations(names).assign(level=pd.array([pd.NA] * len(names), dtype='Int64'), mpp=np.nan)
-    index = Path(run)/'tiles'/'index.csv'
+    index = Path(store)/'index.csv'
     if index.is_file():
-        store = pd.read_csv(index, usecols=['name', 'level', 'mpp']).drop_duplicates('name').set_index('name').reindex(list(names))
-        loc['level'], loc['mpp'] = store['level'].astype('Int64').values, store['mpp'].values
+        cut = pd.read_csv(index, usecols=['name', 'level', 'mpp']).drop_duplicates('name').set_index('name')
+        cut = cut.reindex(list(names))
+        loc['level'], loc['mpp'] = cut['level'].astype('Int64').values, cut['mpp'].values
     return loc
 
 # %% ../nbs/00b_slides.ipynb #8aece1e9
@@ -310,10 +311,20 @@ def _report_bad(bad: list[str], n: int, src: Path, on_error: str):
     if on_error == 'raise': raise ValueError(msg + "\nFix or remove them, or pass on_error='skip' (cldm run: --skip_bad).")
     warnings.warn(f"skipped {msg}")
 
-def load_data(src: str | Path, out: str | Path, size: int = 128, mpp: float | None = None, level: int | None = None,
-              min_tissue: float = 0., tile_large: bool = False, on_error: str = 'raise') -> tuple[np.ndarray, list[str]]:
-    "Tiles `(N, size, size, 3)` and names from tiles, a `.npy`, a slide or a folder mixing slides and tiles (slides: via a store in `out/tiles`)."
-    src, out = Path(src).expanduser(), Path(out)
+def is_store(store: str | Path) -> bool:
+    "Whether `store` holds a finished tile store (its `store.json` is written last)."
+    return (Path(store)/'store.json').is_file()
+
+def store_slides(store: str | Path) -> dict[str, Path]:
+    "The slides a tile store was cut from, name → file (empty when `store` is none)."
+    if not is_store(store): return {}
+    return {n: Path(p) for n, p in json.loads((Path(store)/'store.json').read_text())['slides'].items()}
+
+def load_data(src: str | Path, store: str | Path, size: int = 128, mpp: float | None = None, level: int | None = None,
+              min_tissue: float = 0., tile_large: bool = False, on_error: str = 'raise',
+              masks: str | Path | None = None) -> tuple[np.ndarray, list[str]]:
+    "Tiles `(N, size, size, 3)` and names from tiles, a `.npy`, a slide or a folder of slides and tiles (slides: via the tile store `store`, each slide's tissue figure saved in `masks` when given)."
+    src, store = Path(src).expanduser(), Path(store)
     if on_error not in ('raise', 'skip'): raise ValueError(f"on_error: expected 'raise' or 'skip', got {on_error!r}.")
     if not src.exists(): raise FileNotFoundError(f"{src}: no such file or folder; pass a slide, a folder of slides or tiles, or a .npy file.")
     slides = find_slides(src)
@@ -328,8 +339,7 @@ def load_data(src: str | Path, out: str | Path, size: int = 128, mpp: float | No
     root = src if src.is_dir() else src.parent
     images = [p for p in list_images(src) if p not in slides] if src.is_dir() else []
     key = _store_key(src, slides + images, size=size, mpp=mpp, level=level, min_tissue=min_tissue, tile_large=tile_large)
-    store = out/'tiles'
-    if (store/'store.json').is_file() and json.loads((store/'store.json').read_text())['key'] == key:
+    if is_store(store) and json.loads((store/'store.json').read_text())['key'] == key:
         tiles, index = read_store(store); return tiles, index.name.tolist()
     plans, bad = [], []
     for p in slides:
@@ -337,7 +347,7 @@ def load_data(src: str | Path, out: str | Path, size: int = 128, mpp: float | No
         except ValueError as e: bad.append(str(e))
     _report_bad(bad, len(slides) + len(images), src, on_error)
     import matplotlib.pyplot as plt
-    for plan in plans: plt.close(plot_tissue(plan, out/'tissue'/f'{_safe(plan.name)}.png'))
+    for plan in plans if masks is not None else []: plt.close(plot_tissue(plan, Path(masks)/f'{_safe(plan.name)}.png'))
     _, bad_cut = write_store(store, plans + images, size, on_error, root, tile_large, min_tissue)
     _report_bad(bad_cut, len(slides) + len(images), src, on_error)
     tiles, index = read_store(store)
