@@ -1,3 +1,5 @@
 __version__ = "0.2.0"
 
 from .export import load_pretrained
+
+__all__ = ['load_pretrained']

@@ -7,8 +7,6 @@ from __future__ import annotations
 import datetime, hashlib, json, shutil
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
