@@ -4,128 +4,55 @@
 
 # %% ../nbs/09b_review.ipynb #127b7efa
 from __future__ import annotations
-import csv, datetime, fcntl, html, io, ipaddress, json, math, os, re, secrets, signal, unicodedata
-from contextlib import contextmanager
-from dataclasses import dataclass
-from itertools import chain, zip_longest
+import io, ipaddress, json, signal, unicodedata
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np, pandas as pd
 from fastcore.basics import patch
-from fastcore.script import Param, call_parse, store_true
+from fastcore.script import call_parse, store_true
 from flask import Flask, Response, jsonify, request, send_from_directory
 from PIL import Image
-from scipy import stats
-from tqdm.auto import tqdm
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 
 import cldm_nb
-from .data import atomic_path, write_json
-from .eval import csv_cell, derive_seed, load_labels, sample_cluster, save_synthetic_png
-from .report import READER_STUDY, md_table, replace_section
-from .run import FINISHED, Run
+from .data import atomic_path
+from .eval import csv_cell, load_labels
+from .run import Run
+from .study import (Conflict, ReviewTiles, _auc_text, _review_lock, check_reader, check_study_size, normal_text,
+                           open_session, percent, read_answers, read_session, reader_results, readers, record_answer,
+                           results_text, top_up_generated, undo_answer, verdict, write_reader_study)
 from .train import run_lock
 
 # %% auto #0
-__all__ = ['STUDY_SHARE', 'HOLD_SEED', 'SOURCES', 'MAX_NAME', 'MIN_TILES', 'GENERATION_SEED', 'MAX_READER', 'READER', 'ANSWERS',
-           'ANSWER_COLUMNS', 'SUMMARY_COLUMNS', 'ASSETS', 'MAX_REQUEST', 'MAX_DEPTH', 'LOOPBACK', 'ANY_ADDRESS',
-           'ReviewTiles', 'held_for_study', 'generated_tiles', 'stamped_cluster', 'png_bytes', 'study_bytes',
-           'normal_text', 'percent', 'md_cell', 'NameProblems', 'name_problems', 'save_labels', 'check_study_size',
-           'generated_needed', 'study_plan', 'top_up_generated', 'Conflict', 'check_reader', 'open_session',
-           'read_session', 'read_answers', 'record_answer', 'undo_answer', 'binomial_interval', 'verdict', 'roc_auc',
-           'reader_results', 'results_text', 'readers', 'study_summary', 'reader_study_markdown', 'write_reader_study',
-           'parse_body', 'address_allowed', 'review_app', 'print_summary', 'cldm_review']
+__all__ = ['MAX_NAME', 'ASSETS', 'MAX_REQUEST', 'MAX_DEPTH', 'LOOPBACK', 'ANY_ADDRESS', 'png_bytes', 'study_bytes',
+           'NameProblems', 'name_problems', 'save_labels', 'parse_body', 'address_allowed', 'review_app',
+           'print_summary', 'cldm_review']
 
-# %% ../nbs/09b_review.ipynb #74e8c1e8
-STUDY_SHARE = 2 / 3            # of each cluster's real tiles, kept for the blind study and never shown on the naming page
-HOLD_SEED = 20240                # the fixed draw of those tiles: the same for a run every time
-
-@dataclass
-class ReviewTiles:
-    "What a review shows of a run: `real` (`clusters.csv`: tile, split, cluster, probability, and `study`: kept for the blind study; row = manifest order) and `generated` (file relative to the run, cluster), with the real tiles' `pixels`."
-    run: Run
-    real: pd.DataFrame
-    generated: pd.DataFrame
-    pixels: np.ndarray
-
-    @classmethod
-    def of(cls, run: Run) -> 'ReviewTiles':
-        "The tiles of `run`, checked against its manifest."
-        for f in ('clusters.csv', 'generated'):
-            if not (run.path/f).exists(): raise FileNotFoundError(f"{run.path/f}: missing; {FINISHED} (it writes {f} at its end).")
-        real = pd.read_csv(run.path/'clusters.csv', usecols=['tile', 'split', 'cluster', 'probability'])
-        if not any((run.path/'generated').glob('*.png')): raise FileNotFoundError(f"{run.path/'generated'}: no generated tiles; {FINISHED}.")
-        pixels = run.tiles()
-        if len(real) != len(pixels): raise ValueError(f"{run.path/'clusters.csv'}: {len(real)} rows for {len(pixels)} tiles; run `cldm run` on that folder again.")
-        return cls(run, real.assign(study=held_for_study(real)), generated_tiles(run), pixels)
-
-def held_for_study(real: pd.DataFrame) -> np.ndarray:
-    "Which real tiles the blind study may show: per cluster, `STUDY_SHARE` of them (rounded down; held-out tiles first, then a fixed draw), so the naming page keeps at least a third of every cluster."
-    rng, study = np.random.default_rng(HOLD_SEED), np.zeros(len(real), bool)
-    for c in sorted(real.cluster.unique()):
-        rows = rng.permutation(np.flatnonzero(real.cluster.to_numpy() == c))
-        rows = rows[np.argsort(real.split.to_numpy()[rows] == 'train', kind='stable')]       # held-out first
-        study[rows[:math.floor(STUDY_SHARE * len(rows))]] = True
-    return study
-
-def generated_tiles(run: Run) -> pd.DataFrame:
-    "The generated tiles a study may show (file relative to the run, cluster): the run's `generated/*.png` and those `cldm review` added in `review/generated/`."
-    files = sorted((run.path/'generated').glob('*.png')) + sorted((run.path/'review'/'generated').glob('*.png'))
-    return pd.DataFrame(dict(file=[f.relative_to(run.path).as_posix() for f in files], cluster=[stamped_cluster(f) for f in files]))
-
-def stamped_cluster(path: Path) -> int:
-    "The cluster a generated PNG was made for (its `cluster_id` text chunk)."
-    with Image.open(path) as im: cluster = im.text.get('cluster_id')
-    if cluster is None: raise ValueError(f"{path}: no cluster_id in the PNG; only tiles written by cldm_nb's generation can be reviewed.")
-    return int(cluster)
-
+# %% ../nbs/09b_review.ipynb #7e2b0d02
 def png_bytes(tile: np.ndarray) -> bytes:
     "A uint8 `(H, W, 3)` tile as a PNG with no text chunks: how the naming page shows real tiles."
     buf = io.BytesIO(); Image.fromarray(np.asarray(tile, np.uint8)).save(buf, format='PNG')
     return buf.getvalue()
 
 def study_bytes(tile: np.ndarray) -> bytes:
-    "A uint8 `(H, W, 3)` tile as an uncompressed 24-bit BMP with no metadata: its length depends on the tile's size alone."
+    ("A uint8 `(H, W, 3)` tile as an uncompressed 24-bit BMP with no metadata: its length depends on the tile's size "
+     "alone.")
     buf = io.BytesIO(); Image.fromarray(np.asarray(tile, np.uint8), 'RGB').save(buf, format='BMP')
     return buf.getvalue()
 
-# %% ../nbs/09b_review.ipynb #a6b27a82
-SOURCES = ('real', 'generated')
-
-def normal_text(text: str, lines: bool = False) -> str:
-    "`text` in Unicode NFKC with its runs of white space made one space (within each line when `lines`), stripped: look-alike spellings become one."
-    text = unicodedata.normalize('NFKC', text)
-    if lines: return '\n'.join(' '.join(line.split()) for line in text.splitlines()).strip()
-    return ' '.join(text.split())
-
-def percent(x: float | None) -> str:
-    "A proportion as a whole percentage with halves rounded up ('63 %' for 0.625): the one rounding the page, the summary and the report share; '' for none."
-    return '' if x is None or pd.isna(x) else f"{math.floor(round(100 * x, 9) + 0.5)} %"
-
-def md_cell(text) -> str:
-    "`text` for a Markdown table cell that renders as itself: HTML special characters escaped (`html.escape`), `|` as `\\|`."
-    return html.escape(str(text), quote=False).replace('|', '\\|')
-
-@patch
-def tile(self: ReviewTiles, source: str, i: int) -> np.ndarray:
-    "The pixels of tile `i` of `source` ('real' or 'generated'); a KeyError saying what exists otherwise."
-    if source not in SOURCES: raise KeyError(f"source: 'real' or 'generated', got {source!r}.")
-    n = len(self.real if source == 'real' else self.generated)
-    if not 0 <= i < n: raise KeyError(f"{source} tile {i}: this run has {n} {source} tiles, numbered 0 to {n - 1}.")
-    if source == 'real': return self.pixels[i]
-    with Image.open(self.run.path/self.generated.file[i]) as im: return np.asarray(im.convert('RGB'))
-
 @patch
 def naming_tile(self: ReviewTiles, i: int) -> np.ndarray:
-    "The pixels of real tile `i` for the naming page; a KeyError for a tile kept for the blind study (the naming page never shows those)."
+    ("The pixels of real tile `i` for the naming page; a KeyError for a tile kept for the blind study (the naming "
+     "page never shows those).")
     if 0 <= i < len(self.real) and self.real.study[i]: raise KeyError(f"real tile {i}: not shown on this page.")
     return self.tile('real', i)
 
 @patch
 def names(self: ReviewTiles) -> tuple[pd.DataFrame, str | None]:
-    "The clusters' names and notes as typed (`labels.csv` through `load_labels`; the template's `cluster_i` and empty notes when it is missing or unreadable) and the problem with the file, if any."
+    ("The clusters' names and notes as typed (`labels.csv` through `load_labels`; the template's `cluster_i` and "
+     "empty notes when it is missing or unreadable) and the problem with the file, if any.")
     try: labels = load_labels(self.run.labels_path, self.run.k)
     except (FileNotFoundError, ValueError) as e:
         k = self.run.k
@@ -134,13 +61,15 @@ def names(self: ReviewTiles) -> tuple[pd.DataFrame, str | None]:
 
 @patch
 def clusters(self: ReviewTiles) -> list[dict]:
-    "Per cluster: id, name, note, its real tiles (all, training, kept for the study), the head's mean probability (and as `percent`), and the numbers of the real tiles the naming page shows (most confident first)."
+    ("Per cluster: id, name, note, its real tiles (all, training, kept for the study), the head's mean probability "
+     "(and as `percent`), and the numbers of the real tiles the naming page shows (most confident first).")
     names, _ = self.names()
     def one(c: int) -> dict:
         mine = self.real[self.real.cluster == c]
         shown = mine[~mine.study]
-        return dict(id=c, name=names.name[c], description=names.description[c], tiles=len(mine), training_tiles=int((mine.split == 'train').sum()),
-                    study_tiles=int(mine.study.sum()), probability=round(float(mine.probability.mean()), 3) if len(mine) else None,
+        return dict(id=c, name=names.name[c], description=names.description[c], tiles=len(mine),
+                    training_tiles=int((mine.split == 'train').sum()), study_tiles=int(mine.study.sum()),
+                    probability=round(float(mine.probability.mean()), 3) if len(mine) else None,
                     probability_text=percent(mine.probability.mean()) if len(mine) else '',
                     real=shown.sort_values('probability', ascending=False, kind='stable').index.tolist())
     return [one(c) for c in range(self.run.k)]
@@ -149,10 +78,12 @@ def clusters(self: ReviewTiles) -> list[dict]:
 MAX_NAME = 80
 
 class NameProblems(ValueError):
-    "Names or notes that cannot be saved: `problems` maps each field ('name-3', 'note-0', the page's ids) to what is wrong with it."
+    ("Names or notes that cannot be saved: `problems` maps each field ('name-3', 'note-0', the page's ids) to what is "
+     "wrong with it.")
     def __init__(self, problems: dict[str, str]):
         self.problems = problems
-        fields = [f"cluster {k.split('-')[1]}'s {'name' if k.startswith('name') else 'note'}: {v}" for k, v in problems.items()]
+        fields = [f"cluster {k.split('-')[1]}'s {'name' if k.startswith('name') else 'note'}: {v}"
+                  for k, v in problems.items()]
         super().__init__(f"Not saved: {'; '.join(fields)}.")
 
 def _control(text: str, allowed: str = '') -> bool:
@@ -160,293 +91,32 @@ def _control(text: str, allowed: str = '') -> bool:
     return any(unicodedata.category(ch)[0] == 'C' and ch not in allowed for ch in text)
 
 def name_problems(names: list[str], notes: list[str]) -> dict[str, str]:
-    "What is wrong with each cluster's name and note (after `normal_text`), by field id ('name-i', 'note-i'); empty when all can be saved."
+    ("What is wrong with each cluster's name and note (after `normal_text`), by field id ('name-i', 'note-i'); empty "
+     "when all can be saved.")
     problems, seen = {}, {}
     for i, (name, note) in enumerate(zip(names, notes)):
         if _control(name): problems[f'name-{i}'] = "no control characters (tabs, line breaks)"
         elif not (name := normal_text(name)): problems[f'name-{i}'] = "give the cluster a name"
         elif len(name) > MAX_NAME: problems[f'name-{i}'] = f"at most {MAX_NAME} characters; this one has {len(name)}"
-        elif name.casefold() in seen: problems[f'name-{i}'] = f"cluster {seen[name.casefold()]} has this name already; names must differ"
+        elif name.casefold() in seen:
+            problems[f'name-{i}'] = f"cluster {seen[name.casefold()]} has this name already; names must differ"
         else: seen[name.casefold()] = i
-        if _control(note, allowed='\n\t'): problems[f'note-{i}'] = "no control characters other than line breaks and tabs"
+        if _control(note, allowed='\n\t'):
+            problems[f'note-{i}'] = "no control characters other than line breaks and tabs"
     return problems
 
 def save_labels(path: Path, names: list[str], notes: list[str]) -> Path:
-    "Write the labels file (`id`, `name`, `description`; `normal_text`, `csv_cell`) at `path` atomically; a `NameProblems` and nothing written when `name_problems` finds any."
+    ("Write the labels file (`id`, `name`, `description`; `normal_text`, `csv_cell`) at `path` atomically; a "
+     "`NameProblems` and nothing written when `name_problems` finds any.")
     if problems := name_problems(names, notes): raise NameProblems(problems)
     df = pd.DataFrame(dict(id=range(len(names)), name=[csv_cell(normal_text(n)) for n in names],
                            description=[csv_cell(normal_text(n, lines=True)) for n in notes]))
     with atomic_path(path) as tmp: df.to_csv(tmp, index=False)
     return path
 
-# %% ../nbs/09b_review.ipynb #3951a032
-MIN_TILES = 20                  # a smaller session cannot tell a reader at chance from a good one (its interval spans 27 % to 73 %)
-GENERATION_SEED = 4411          # the seeds of the tiles `cldm review` generates, with the count already made
-
-def _spread(clusters: pd.Series, n: int, rng: np.random.Generator, first: pd.Series | None = None) -> list[int]:
-    "`n` index labels of `clusters`, taken from each cluster in turn (shuffled within it; labels where `first` holds before the others)."
-    queues = []
-    for c in sorted(clusters.unique()):
-        rows = rng.permutation(clusters.index[clusters.to_numpy() == c].to_numpy())
-        if first is not None: rows = rows[np.argsort(~first[rows].to_numpy(), kind='stable')]
-        queues.append(rows.tolist())
-    return [int(i) for i in chain(*zip_longest(*queues)) if i is not None][:n]
-
-def check_study_size(tiles: ReviewTiles, n: int) -> None:
-    "A ValueError saying why, when a session of `n` tiles cannot be made from `tiles`: odd, under `MIN_TILES`, or more real tiles than the run keeps for the study."
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < MIN_TILES or n % 2:
-        raise ValueError(f"tiles: an even number of at least {MIN_TILES} (half real, half generated), got {n!r}; a smaller study cannot "
-                         f"conclude anything (at chance, {MIN_TILES} answers give an interval from 27 % to 73 %).")
-    if n // 2 > (kept := int(tiles.real.study.sum())):
-        raise ValueError(f"tiles: this run keeps {kept} real tiles for the blind study ({STUDY_SHARE:.0%} of each cluster; the naming page shows "
-                         f"the rest), so a session holds at most {2 * kept} tiles, got {n}. " +
-                         (f"Pass --tiles {2 * kept} or fewer." if 2 * kept >= MIN_TILES else "The run is too small for a study: review a run with more tiles."))
-
-def _real_draw(tiles: ReviewTiles, n: int, rng: np.random.Generator) -> list[int]:
-    "The real half of a session of `n`: tiles kept for the study, spread over the clusters, held-out ones first."
-    study = tiles.real[tiles.real.study]
-    return _spread(study.cluster, n // 2, rng, first=study.split != 'train')
-
-def generated_needed(tiles: ReviewTiles, n: int) -> dict[int, int]:
-    "Per cluster, how many generated tiles a session of `n` lacks: it takes as many from a cluster as its real half does."
-    takes = pd.Series(tiles.real.cluster[_real_draw(tiles, n, np.random.default_rng(0))]).value_counts()   # the same counts for any seed
-    have = tiles.generated.cluster.value_counts()
-    return {int(c): int(m - have.get(c, 0)) for c, m in sorted(takes.items()) if m > have.get(c, 0)}
-
-def study_plan(tiles: ReviewTiles, n: int, seed: int) -> list[dict]:
-    "A blind session's `n` tiles (tile, source, cluster): half real (kept for the study, held-out first, spread over the clusters) and half generated (as many per cluster), shuffled by `seed`."
-    check_study_size(tiles, n)
-    rng = np.random.default_rng(seed)
-    real = _real_draw(tiles, n, rng)
-    if lacking := generated_needed(tiles, n):
-        raise ValueError(f"tiles: too few generated tiles for a session of {n} (per cluster, lacking {lacking}); `cldm review` generates them when it starts.")
-    generated = []
-    for c, m in pd.Series(tiles.real.cluster[real]).value_counts().sort_index().items():
-        generated += rng.choice(tiles.generated.index[tiles.generated.cluster == c], m, replace=False).tolist()
-    rows = ([dict(tile=f'real/{i}', source='real', cluster=int(tiles.real.cluster[i])) for i in real] +
-            [dict(tile=f'generated/{i}', source='generated', cluster=int(tiles.generated.cluster[i])) for i in generated])
-    return [rows[j] for j in rng.permutation(len(rows))]
-
-def top_up_generated(tiles: ReviewTiles, n: int, progress: bool = True) -> int:
-    "Generate with the run's model, into `review/generated/`, the tiles a session of `n` lacks (`generated_needed`), saying so; how many were made."
-    if not (lacking := generated_needed(tiles, n)): return 0
-    folder, total = tiles.run.path/'review'/'generated', sum(lacking.values())
-    print(f"cldm review: a session of {n} tiles shows {n // 2} generated ones, as many per cluster as real ones, and the run has too few: "
-          f"generating {total} more with its model into {folder}.", flush=True)
-    (unet, _), vqgan = tiles.run.ldm(), tiles.run.vqgan()
-    made = len(list(folder.glob('*.png'))) if folder.is_dir() else 0
-    with tqdm(total=total, desc='generate', unit='tile', disable=not progress) as bar:
-        for c, m in lacking.items():
-            seed = derive_seed(GENERATION_SEED, made)
-            for j, t in enumerate(sample_cluster(unet, vqgan, c, m, tiles.run.sampling, seed=seed, progress=False)):
-                save_synthetic_png(folder/f'{made:06d}.png', t, cluster_id=c, seed=seed, batch_index=j, sampler=tiles.run.sampling.describe())
-                made += 1
-            bar.update(m)
-    tiles.generated = generated_tiles(tiles.run)
-    return total
-
-# %% ../nbs/09b_review.ipynb #3c2fc21f
-MAX_READER = 40
-READER = re.compile(r"[^\W_][\w .'’-]*")
-ANSWERS = ('real', 'synthetic')
-ANSWER_COLUMNS = ('position', 'tile', 'source', 'cluster', 'answer', 'confidence', 'time')
-
-class Conflict(ValueError):
-    "An answer that does not fit the session's record (an earlier or later tile, or a finished session)."
-
-def check_reader(name) -> str:
-    "A reader's name in its normal form (`normal_text`) when it can name a file: 1 to `MAX_READER` letters (accents too), digits, spaces, `.`, `_`, `-` and apostrophes, starting with a letter or digit; a ValueError saying what to change otherwise."
-    if not isinstance(name, str) or not (name := normal_text(name)): raise ValueError("reader: type your name.")
-    if len(name) > MAX_READER:
-        raise ValueError(f"reader: at most {MAX_READER} characters, and this name has {len(name)}; use a shorter form (initials and surname, say).")
-    if not READER.fullmatch(name):
-        raise ValueError(f"reader: {name!r} cannot be used; use letters, digits, spaces, apostrophes and . _ - only, starting with a letter or "
-                         "digit (the name becomes the file review/<reader>.csv).")
-    return name
-
-@contextmanager
-def _review_lock(folder: Path):
-    "Hold the `review` folder's lock (an exclusive `flock` on `review/.lock`) for the block."
-    folder.mkdir(exist_ok=True)
-    with open(folder/'.lock', 'a') as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try: yield
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
-
-def _now() -> str: return datetime.datetime.now().isoformat(timespec='seconds')
-
-# %% ../nbs/09b_review.ipynb #e97bc309
-def open_session(tiles: ReviewTiles, reader: str, n: int = 40, seed: int | None = None) -> dict:
-    "`reader`'s session (reader, seed, started, tiles): made once in `RUN/review/<reader>.json` (a fresh seed when None), read back as it is after."
-    reader, folder = check_reader(reader), tiles.run.path/'review'
-    with _review_lock(folder):
-        if (f := folder/f'{reader}.json').is_file(): return json.loads(f.read_text())
-        seed = secrets.randbits(32) if seed is None else int(seed)
-        return json.loads(write_json(f, dict(reader=reader, seed=seed, started=_now(), tiles=study_plan(tiles, n, seed))).read_text())
-
-def read_session(run: Path, reader: str) -> dict:
-    "The stored session of `reader` in the run folder `run`; a KeyError when there is none."
-    f = Path(run)/'review'/f'{check_reader(reader)}.json'
-    if not f.is_file(): raise KeyError(f"reader {reader!r}: no session in this run; start one on the reading page.")
-    return json.loads(f.read_text())
-
-def read_answers(run: Path, reader: str) -> pd.DataFrame:
-    "The answers `reader` gave so far (`ANSWER_COLUMNS`; confidence NaN where none was given)."
-    f = Path(run)/'review'/f'{check_reader(reader)}.csv'
-    if not f.is_file(): return pd.DataFrame(columns=list(ANSWER_COLUMNS))
-    return pd.read_csv(f, dtype=dict(tile=str, source=str, answer=str))
-
-# %% ../nbs/09b_review.ipynb #beebedba
-def _whole(x) -> bool: return isinstance(x, int) and not isinstance(x, bool)
-
-def record_answer(run: Path, reader: str, position: int, answer: str, confidence: int | None = None) -> int:
-    "Append `reader`'s `answer` ('real' or 'synthetic', with an optional `confidence`, a whole number 1–5) to the tile at `position`, on disk before returning the next position."
-    if answer not in ANSWERS: raise ValueError(f"answer: 'real' or 'synthetic', got {answer!r}.")
-    if confidence is not None and not (_whole(confidence) and 1 <= confidence <= 5):
-        raise ValueError(f"confidence: a whole number 1 to 5, or none, got {confidence!r}.")
-    if not _whole(position): raise ValueError(f"position: a whole number, got {position!r}.")
-    folder = Path(run)/'review'
-    with _review_lock(folder):
-        plan, done = read_session(run, reader)['tiles'], read_answers(run, reader)
-        if len(done) and position == len(done) - 1 and done.answer.iloc[-1] == answer and \
-           (pd.isna(done.confidence.iloc[-1]) if confidence is None else done.confidence.iloc[-1] == confidence): return len(done)
-        if len(done) >= len(plan): raise Conflict(f"the session of {reader!r} is finished: all {len(plan)} tiles are answered.")
-        if position != len(done): raise Conflict(f"tile {position + 1}: the next tile to answer is tile {len(done) + 1} of {len(plan)}.")
-        t, f = plan[position], folder/f'{check_reader(reader)}.csv'
-        new = not f.is_file()
-        with open(f, 'a', newline='') as fh:
-            w = csv.writer(fh)
-            if new: w.writerow(ANSWER_COLUMNS)
-            w.writerow([position, t['tile'], t['source'], t['cluster'], answer, '' if confidence is None else confidence, _now()])
-            fh.flush(); os.fsync(fh.fileno())
-    return position + 1
-
-def undo_answer(run: Path, reader: str, position: int) -> int:
-    "Take back `reader`'s answer at `position`, which must be their last, before the session is finished (the file rewritten atomically); the position to answer next."
-    if not _whole(position): raise ValueError(f"position: a whole number, got {position!r}.")
-    folder = Path(run)/'review'
-    with _review_lock(folder):
-        plan, done, f = read_session(run, reader)['tiles'], read_answers(run, reader), folder/f'{check_reader(reader)}.csv'
-        if len(done) >= len(plan):        # the results are shown then: taking an answer back would let the reader try again knowing them
-            raise Conflict(f"the session of {reader!r} is finished: its answers are final once the results are shown.")
-        if position != len(done) - 1:
-            raise Conflict(f"tile {position + 1}: only the last answer can be taken back" + (f" (tile {len(done)})." if len(done) else "; there is none yet."))
-        lines = f.read_text().splitlines(keepends=True)
-        with atomic_path(f) as tmp: tmp.write_text(''.join(lines[:-1]))
-    return position
-
-# %% ../nbs/09b_review.ipynb #7f3e43e7
-def binomial_interval(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    "The exact (Clopper–Pearson) interval of the proportion `correct / n` (scipy's `binomtest`)."
-    ci = stats.binomtest(correct, n).proportion_ci(level, method='exact')
-    return float(ci.low), float(ci.high)
-
-def verdict(low: float, high: float) -> str:
-    "What a 95 % interval of accuracy from `low` to `high` lets one conclude, in words."
-    if low > 0.5: return "the interval lies above 50 %: generated tiles were told from real ones better than chance."
-    if high < 0.5: return "the interval lies below 50 %: generated tiles were taken for real (and real for generated) more often than not."
-    return (f"the interval, {percent(low)} to {percent(high)}, contains 50 %: too wide to conclude anything. These answers fit a reader at "
-            f"chance as well as one right {percent(high)} of the time; more answers narrow it.")
-
-# %% ../nbs/09b_review.ipynb #b94e36c6
-def roc_auc(is_synthetic: np.ndarray, score: np.ndarray) -> float | None:
-    "ROC AUC of `score` (higher: more likely synthetic) against the truth `is_synthetic`: Mann–Whitney U / (n₁ n₀); None without both kinds of tile."
-    is_synthetic, score = np.asarray(is_synthetic, bool), np.asarray(score, float)
-    s, r = score[is_synthetic], score[~is_synthetic]
-    if not len(s) or not len(r): return None
-    return float(stats.mannwhitneyu(s, r).statistic / (len(s) * len(r)))
-
-def _accuracy(correct: pd.Series) -> dict:
-    "n, correct, accuracy and its 95 % interval of a series of right/wrong calls (None for the last three without calls)."
-    k, n = int(correct.sum()), len(correct)
-    lo, hi = binomial_interval(k, n) if n else (None, None)
-    return dict(n=n, correct=k, accuracy=k / n if n else None, low=lo, high=hi)
-
-def reader_results(answers: pd.DataFrame, names: list[str] | None = None) -> dict:
-    "Accuracy with its 95 % interval overall, on real and on generated tiles, and per cluster (named by `names`), and the ROC AUC of the confidence-weighted calls (over the answers with a confidence)."
-    correct = answers.answer.eq(answers.source.map(dict(real='real', generated='synthetic')))
-    confidence, synthetic = pd.to_numeric(answers.confidence, errors='coerce'), answers.answer.eq('synthetic')
-    has = confidence.notna()
-    clusters = [dict(cluster=int(c), name=names[c] if names else str(c), **_accuracy(correct[answers.cluster == c]))
-                for c in sorted(answers.cluster.unique())]
-    return dict(**_accuracy(correct), real=_accuracy(correct[answers.source == 'real']), generated=_accuracy(correct[answers.source == 'generated']),
-                auc=roc_auc(answers.source[has] == 'generated', np.where(synthetic, confidence, -confidence)[has]),
-                n_confidence=int(has.sum()), clusters=clusters)
-
-def results_text(results: dict) -> dict:
-    "`reader_results` as the page shows it: every accuracy and bound through `percent`, and the `verdict`."
-    pct = lambda r: {**r, **{f'{k}_text': percent(r[k]) for k in ('accuracy', 'low', 'high')}}
-    return dict(pct(results), real=pct(results['real']), generated=pct(results['generated']), clusters=[pct(c) for c in results['clusters']],
-                verdict=verdict(results['low'], results['high']))
-
-# %% ../nbs/09b_review.ipynb #255a7c6e
-SUMMARY_COLUMNS = ['reader', 'answered', 'of', 'accuracy', 'low', 'high', 'auc']
-
-def readers(run: Path) -> list[str]:
-    "The readers who answered at least once, by name."
-    return sorted(f.stem for f in (Path(run)/'review').glob('*.csv'))
-
-def study_summary(run: Path, names: list[str] | None = None) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
-    "Over the finished sessions: one row per reader (answered, of, accuracy, its 95 % interval, ROC AUC) and one for all of them pooled, and the pooled `reader_results` (empty without any); and the unfinished sessions apart (reader, answered, of), not counted."
-    rows, pooled, unfinished = [], [], []
-    for reader in readers(run):
-        a, of = read_answers(run, reader), len(read_session(run, reader)['tiles'])
-        if len(a) < of:
-            if len(a): unfinished.append(dict(reader=reader, answered=len(a), of=of))
-            continue
-        r = reader_results(a); pooled.append(a)
-        rows.append(dict(reader=reader, answered=r['n'], of=of, accuracy=r['accuracy'], low=r['low'], high=r['high'], auc=r['auc']))
-    unfinished = pd.DataFrame(unfinished, columns=['reader', 'answered', 'of'])
-    if not rows: return pd.DataFrame(columns=SUMMARY_COLUMNS), {}, unfinished
-    all_ = reader_results(pd.concat(pooled, ignore_index=True), names)
-    rows.append(dict(reader='all readers', answered=all_['n'], of=sum(r['of'] for r in rows), accuracy=all_['accuracy'],
-                     low=all_['low'], high=all_['high'], auc=all_['auc']))
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS), all_, unfinished
-
-def _auc_text(x) -> str: return '' if x is None or pd.isna(x) else f'{x:.2f}'
-
-def _interval(lows, highs) -> list[str]: return [f'{percent(a)} to {percent(b)}' for a, b in zip(lows, highs)]
-
-def reader_study_markdown(table: pd.DataFrame, pooled: dict, unfinished: pd.DataFrame) -> str:
-    "The report's 'Reader study' section from `study_summary`, every name escaped for Markdown and HTML (`md_cell`)."
-    lines = [READER_STUDY, "", "Blind reading with `cldm review`: each reader judged tiles one at a time, half real and half generated, as real or "
-             "synthetic. Accuracy with its exact 95 % binomial interval; chance is 50 %. Only finished sessions count."]
-    if pooled:
-        fmt = table.assign(reader=table.reader.map(md_cell), accuracy=table.accuracy.map(percent), interval=_interval(table.low, table.high),
-                           auc=table.auc.map(_auc_text))
-        per = pd.DataFrame(pooled['clusters'])
-        per = per.assign(name=per.name.map(md_cell), accuracy=per.accuracy.map(percent), interval=_interval(per.low, per.high))
-        lines += ["", f"Over all readers, {verdict(pooled['low'], pooled['high'])}", "",
-                  md_table(fmt.set_index('reader')[['answered', 'of', 'accuracy', 'interval', 'auc']].rename(columns=dict(auc='ROC AUC'))), "",
-                  "Per cluster, all readers:", "", md_table(per.set_index('cluster')[['name', 'n', 'correct', 'accuracy', 'interval']])]
-    else: lines += ["", "No session is finished yet."]
-    if len(unfinished):
-        lines += ["", "Unfinished, not counted: " + ', '.join(f"{md_cell(r.reader)} ({r.answered} of {r.of})" for r in unfinished.itertuples()) + "."]
-    return '\n'.join(lines + ["", "Answers: `review/<reader>.csv`; `cldm review --run RUN --summary` prints this again.", ""])
-
-def _json_ready(x):
-    "`x` with every NaN or infinity made None (JSON's null), through dicts and lists."
-    if isinstance(x, dict): return {k: _json_ready(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)): return [_json_ready(v) for v in x]
-    if isinstance(x, (float, np.floating)): return float(x) if math.isfinite(x) else None
-    return x.item() if isinstance(x, np.generic) else x
-
-def write_reader_study(run: Run) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
-    "Put the reader study (`study_summary`) in the run's `report.md` and `metrics.json` (strict JSON: null, never NaN); the summary (nothing written without answers)."
-    table, pooled, unfinished = study_summary(run.path, run.cluster_names())
-    if table.empty and unfinished.empty: return table, pooled, unfinished
-    if (report := run.path/'report.md').is_file():
-        text = replace_section(report.read_text(), READER_STUDY, reader_study_markdown(table, pooled, unfinished))
-        with atomic_path(report) as f: f.write_text(text)
-    if (metrics := run.path/'metrics.json').is_file():
-        m = json.loads(metrics.read_text())
-        m['reader_study'] = dict(readers=table.iloc[:-1].to_dict('records'), pooled=pooled, unfinished=unfinished.to_dict('records'))
-        with atomic_path(metrics) as f: f.write_text(json.dumps(_json_ready(m), indent=2, allow_nan=False, default=str))
-    return table, pooled, unfinished
-
 # %% ../nbs/09b_review.ipynb #835ca0da
 ASSETS = Path(cldm_nb.__file__).parent/'assets'/'review'       # the pages' HTML, CSS and JavaScript
-MAX_REQUEST = 64 * 1024                                         # bytes of a request body: names and notes of a few hundred clusters
+MAX_REQUEST = 64 * 1024                                         # bytes of a request body: a few hundred clusters' names
 MAX_DEPTH = 3                                                   # of a request's JSON: an object of lists of texts
 LOOPBACK = ('127.0.0.1', 'localhost', '::1')
 ANY_ADDRESS = ('0.0.0.0', '::', '')
@@ -460,15 +130,19 @@ def _depth(x) -> int:
     return 0 if inner is None else 1 + max(map(_depth, inner), default=0)
 
 def parse_body(data: bytes, *keys: str) -> dict:
-    "A request body as a JSON object with `keys` present, parsed strictly (UTF-8, no NaN, at most `MAX_DEPTH` deep); a ValueError (400) saying what to send otherwise."
+    ("A request body as a JSON object with `keys` present, parsed strictly (UTF-8, no NaN, at most `MAX_DEPTH` deep); "
+     "a ValueError (400) saying what to send otherwise.")
     try: body = json.loads(data.decode('utf-8'), parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError, RecursionError): body = None
     if not isinstance(body, dict) or _depth(body) > MAX_DEPTH or any(k not in body for k in keys):
-        raise ValueError(f"send a JSON object with {', '.join(keys)}, nested at most {MAX_DEPTH} deep (Content-Type: application/json).")
+        raise ValueError(f"send a JSON object with {', '.join(keys)}, nested at most {MAX_DEPTH} deep "
+                         "(Content-Type: application/json).")
     return body
 
 def address_allowed(value: str, host: str, port: int) -> bool:
-    "Whether a request's Host (`host:port`) or Origin (`http://host:port`) names the server bound to `host`:`port`: the same port, and the bound name, any loopback name when bound to loopback, any address literal when bound to all."
+    ("Whether a request's Host (`host:port`) or Origin (`http://host:port`) names the server bound to `host`:`port`: "
+     "the same port, and the bound name, any loopback name when bound to loopback, any address literal when bound to "
+     "all.")
     try: parts = urlsplit(value if '//' in value else '//' + value)
     except ValueError: return False
     if value.startswith(('https:', 'null')) or parts.path or (parts.scheme and parts.scheme != 'http'): return False
@@ -486,9 +160,11 @@ def _study_response(data: bytes) -> Response:
     return Response(data, mimetype='image/bmp', headers={'Cache-Control': 'no-store'})
 
 # %% ../nbs/09b_review.ipynb #8e66ee9e
-def review_app(run: str | Path | Run, n_tiles: int = 40, seed: int | None = None, host: str = '127.0.0.1', port: int = 8765,
-               progress: bool = True) -> Flask:
-    "The review application of `run` served at `host`:`port` (other Host or Origin headers are refused): the naming page at `/`, blind reading at `/read` (`n_tiles` per reader, generated first where the run has too few; `seed`: the same draw for every reader, else a fresh one each)."
+def review_app(run: str | Path | Run, n_tiles: int = 40, seed: int | None = None, host: str = '127.0.0.1',
+               port: int = 8765, progress: bool = True) -> Flask:
+    ("The review application of `run` served at `host`:`port` (other Host or Origin headers are refused): the naming "
+     "page at `/`, blind reading at `/read` (`n_tiles` per reader, generated first where the run has too few; `seed`: "
+     "the same draw for every reader, else a fresh one each).")
     run = run if isinstance(run, Run) else Run.open(run)
     tiles, app = ReviewTiles.of(run), Flask('cldm_review', static_folder=str(ASSETS), static_url_path='/static')
     check_study_size(tiles, n_tiles)
@@ -496,9 +172,10 @@ def review_app(run: str | Path | Run, n_tiles: int = 40, seed: int | None = None
     app.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST, REVIEW_ADDRESS=(host, port))
     errors = {NameProblems: 422, Conflict: 409, ValueError: 400, KeyError: 404}
     for kind, status in errors.items():
-        app.register_error_handler(kind, lambda e, status=status: (jsonify(error=str(e).strip('"\''), problems=getattr(e, 'problems', {})), status))
+        app.register_error_handler(kind, lambda e, status=status: (
+            jsonify(error=str(e).strip('"\''), problems=getattr(e, 'problems', {})), status))
     app.register_error_handler(HTTPException, lambda e: (jsonify(error=f"{e.name}: {e.description}"), e.code))
-    prepared: dict[str, list[bytes]] = {}                      # reader → the session's tiles, encoded before the first is asked for
+    prepared: dict[str, list[bytes]] = {}     # reader → the session's tiles, encoded before the first is asked for
 
     @app.before_request
     def same_server():
@@ -506,13 +183,17 @@ def review_app(run: str | Path | Run, n_tiles: int = 40, seed: int | None = None
         bound = app.config['REVIEW_ADDRESS']
         for header in ('Host', 'Origin'):
             if (value := request.headers.get(header)) is not None and not address_allowed(value, *bound):
-                return jsonify(error=f"{header} {value!r}: this server answers only requests for the address it was started on."), 400
+                return jsonify(error=f"{header} {value!r}: this server answers only requests for the address "
+                                     "it was started on."), 400
 
     def session_tiles(reader: str) -> list[bytes]:
         "`reader`'s session tiles as `study_bytes`, made once, before any is served."
         if reader not in prepared:
-            encoded = [study_bytes(tiles.tile(t['source'], int(t['tile'].split('/')[1]))) for t in read_session(run.path, reader)['tiles']]
-            if len({len(b) for b in encoded}) > 1: raise ValueError(f"{run.path}: its real and generated tiles differ in size; a blind study needs one size.")
+            encoded = [study_bytes(tiles.tile(t['source'], int(t['tile'].split('/')[1])))
+                       for t in read_session(run.path, reader)['tiles']]
+            if len({len(b) for b in encoded}) > 1:
+                raise ValueError(f"{run.path}: its real and generated tiles differ in size; "
+                                 "a blind study needs one size.")
             prepared[reader] = encoded
         return prepared[reader]
 
@@ -537,13 +218,15 @@ def review_app(run: str | Path | Run, n_tiles: int = 40, seed: int | None = None
     def clusters():
         return jsonify(run=run.path.name, k=run.k, n_real=len(tiles.real), n_study=int(tiles.real.study.sum()),
                        labels_problem=tiles.names()[1], clusters=tiles.clusters())
-    app.add_url_rule('/tile/real/<int:i>.png', 'tile', lambda i: Response(png_bytes(tiles.naming_tile(i)), mimetype='image/png',
-                                                                          headers={'Cache-Control': 'no-store'}))
+    app.add_url_rule('/tile/real/<int:i>.png', 'tile',
+                     lambda i: Response(png_bytes(tiles.naming_tile(i)), mimetype='image/png',
+                                        headers={'Cache-Control': 'no-store'}))
     @app.post('/api/labels')
     def labels():
         body = parse_body(request.get_data(), 'names', 'notes')
         names, notes = body['names'], body['notes']
-        if not all(isinstance(x, list) and len(x) == run.k and all(isinstance(s, str) for s in x) for x in (names, notes)):
+        if not all(isinstance(x, list) and len(x) == run.k and all(isinstance(s, str) for s in x)
+                   for x in (names, notes)):
             raise ValueError(f"names, notes: {run.k} texts each, one per cluster.")
         save_labels(run.labels_path, names, notes)
         return jsonify(saved=run.labels_path.name, names=[normal_text(n) for n in names])
@@ -574,37 +257,46 @@ def review_app(run: str | Path | Run, n_tiles: int = 40, seed: int | None = None
 
 # %% ../nbs/09b_review.ipynb #c79420a7
 def print_summary(run: Run) -> None:
-    "Print every finished reader's results and the pooled ones per cluster, list the unfinished ones, and write them into the report (`write_reader_study`)."
+    ("Print every finished reader's results and the pooled ones per cluster, list the unfinished ones, and write them "
+     "into the report (`write_reader_study`).")
     table, pooled, unfinished = write_reader_study(run)
-    if table.empty and unfinished.empty: print(f"{run.path}: no reader has answered yet (review/ holds no answers)."); return
+    if table.empty and unfinished.empty:
+        print(f"{run.path}: no reader has answered yet (review/ holds no answers)."); return
     if pooled:
-        print(table.assign(**{c: table[c].map(percent) for c in ('accuracy', 'low', 'high')}, auc=table.auc.map(_auc_text)).to_string(index=False))
+        print(table.assign(**{c: table[c].map(percent) for c in ('accuracy', 'low', 'high')},
+                           auc=table.auc.map(_auc_text)).to_string(index=False))
         per = pd.DataFrame(pooled['clusters'])
-        print('\nall readers, per cluster:\n' + per.assign(**{c: per[c].map(percent) for c in ('accuracy', 'low', 'high')}).to_string(index=False))
+        print('\nall readers, per cluster:\n' +
+              per.assign(**{c: per[c].map(percent) for c in ('accuracy', 'low', 'high')}).to_string(index=False))
         print(f"\nall readers: {verdict(pooled['low'], pooled['high'])}")
     else: print("no session is finished yet.")
     if len(unfinished): print('\nunfinished, not counted:\n' + unfinished.to_string(index=False))
     print(f"\nwritten to {run.path/'report.md'} (section Reader study) and metrics.json")
 
 @call_parse
-def cldm_review(run: Param("Folder of a finished `cldm run`", str) = None,
-                host: Param("Address to listen on (default: this machine only)", str) = '127.0.0.1',
-                port: Param("Port to listen on (0: any free one)", int) = 8765,
-                tiles: Param(f"Tiles per blind-reading session, half real and half generated (even, at least {MIN_TILES})", int) = 40,
-                seed: Param("Seed of every reader's draw (default: a fresh one per reader, stored with the session)", int) = None,
-                summary: Param("Print every reader's results, write them into the report, and exit", store_true) = False):
+def cldm_review(run: str = None,                # Folder of a finished `cldm run`
+                host: str = '127.0.0.1',        # Address to listen on (default: this machine only)
+                port: int = 8765,               # Port to listen on (0: any free one)
+                # Tiles per blind-reading session, half real and half generated (even, at least 20)
+                tiles: int = 40,
+                # Seed of every reader's draw (default: a fresh one per reader, stored with the session)
+                seed: int = None,
+                summary: store_true = False):   # Print every reader's results, write them into the report, and exit
     "Name the clusters and blind-read real against generated tiles in a browser; --summary: the readers' results."
     if run is None: raise ValueError("--run: pass the folder of a finished `cldm run`.")
     r = Run.open(run)
     if summary: return print_summary(r)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)        # `kill` stops it as Ctrl-C does, releasing the lock
+    signal.signal(signal.SIGTERM, signal.default_int_handler)       # `kill` stops it as Ctrl-C does, releasing the lock
     with run_lock(r.path, shared=True):
-        app = review_app(r, tiles, seed, host, port)                # refuses a study too small, generates what the run lacks
+        app = review_app(r, tiles, seed, host, port)     # refuses a study too small, generates what the run lacks
         server = make_server(host, port, app, threaded=True)         # a port in use: werkzeug says so and exits
         app.config['REVIEW_ADDRESS'] = (host, server.server_port)    # the port bound, when asked for any (0)
         url = f"http://{'[' + host + ']' if ':' in host else host}:{server.server_port}"
-        print(f"cldm review: {url}/ to name the clusters, {url}/read for blind reading; Ctrl-C stops (every answer is already saved).", flush=True)
-        if host not in LOOPBACK: print(f"cldm review: listening on {host}: anyone who reaches this machine can see the tiles and write labels.csv.", flush=True)
+        print(f"cldm review: {url}/ to name the clusters, {url}/read for blind reading; "
+              "Ctrl-C stops (every answer is already saved).", flush=True)
+        if host not in LOOPBACK:
+            print(f"cldm review: listening on {host}: anyone who reaches this machine can see the tiles "
+                  "and write labels.csv.", flush=True)
         server.serve_forever()                                       # returns on Ctrl-C or kill
         if readers(r.path):
             with _review_lock(r.path/'review'): write_reader_study(r)

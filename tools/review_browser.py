@@ -30,7 +30,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from cldm_nb.config import RunConfig
 from cldm_nb.data import load_tiles, sample_data
 from cldm_nb.eval import load_labels
-from cldm_nb.review import binomial_interval, percent, read_answers, read_session
+from cldm_nb.study import binomial_interval, percent, read_answers, read_session
 
 CHROMIUM, CHROMEDRIVER = shutil.which('chromium') or '/usr/bin/chromium', shutil.which('chromedriver') or '/usr/bin/chromedriver'
 READER, N = "Reader O'Brien", 20
