@@ -115,7 +115,7 @@ def save_labels(path: Path, names: list[str], notes: list[str]) -> Path:
     return path
 
 # %% ../nbs/09b_review.ipynb #835ca0da
-ASSETS = Path(cldm_nb.__file__).parent/'assets'/'review'       # the pages' HTML, CSS and JavaScript
+ASSETS = Path(cldm_nb.__file__).parent/'assets/review'       # the pages' HTML, CSS and JavaScript
 MAX_REQUEST = 64 * 1024                                         # bytes of a request body: a few hundred clusters' names
 MAX_DEPTH = 3                                                   # of a request's JSON: an object of lists of texts
 LOOPBACK = ('127.0.0.1', 'localhost', '::1')
@@ -209,7 +209,7 @@ def review_app(run: str | Path | Run, n_tiles: int = 40, seed: int | None = None
         "Where `reader` stands now; the report rewritten when their session was or is finished."
         now = state(reader)
         if now['done'] or was_done:
-            with _review_lock(run.path/'review'): write_reader_study(run)
+            with _review_lock(run.review_dir): write_reader_study(run)
         return now
 
     app.add_url_rule('/', 'names', lambda: send_from_directory(ASSETS, 'names.html'))
@@ -271,7 +271,7 @@ def print_summary(run: Run) -> None:
         print(f"\nall readers: {verdict(pooled['low'], pooled['high'])}")
     else: print("no session is finished yet.")
     if len(unfinished): print('\nunfinished, not counted:\n' + unfinished.to_string(index=False))
-    print(f"\nwritten to {run.path/'report.md'} (section Reader study) and metrics.json")
+    print(f"\nwritten to {run.report_file} (section Reader study) and metrics.json")
 
 @call_parse
 def cldm_review(run: str = None,                # Folder of a finished `cldm run`
@@ -299,6 +299,6 @@ def cldm_review(run: str = None,                # Folder of a finished `cldm run
                   "and write labels.csv.", flush=True)
         server.serve_forever()                                       # returns on Ctrl-C or kill
         if readers(r.path):
-            with _review_lock(r.path/'review'): write_reader_study(r)
-            print(f"cldm review: the finished sessions are in {r.path/'report.md'} (section Reader study).")
+            with _review_lock(r.review_dir): write_reader_study(r)
+            print(f"cldm review: the finished sessions are in {r.report_file} (section Reader study).")
     print("cldm review: stopped.")

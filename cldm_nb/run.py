@@ -24,7 +24,7 @@ from .vqgan import VQVAE, encode_latents, load_vqgan
 # %% auto #0
 __all__ = ['RUN_FILES', 'FINISHED', 'RunFolder', 'Run', 'Pretrained']
 
-# %% ../nbs/07b_run.ipynb #c41f173b
+# %% ../nbs/07b_run.ipynb #8a67b197
 RUN_FILES = dict(
     config_file='config.json',            # the RunConfig, the data source, versions and device (written first)
     manifest_file='manifest.json',        # the split and the tiles' names and digests
@@ -47,7 +47,8 @@ RUN_FILES = dict(
     tissue_dir='tissue',                  # each slide's tissue mask
     features_dir='features',              # feature-space vectors computed once per run
     maps_dir='maps',                      # cluster maps of slides
-    review_dir='review',                  # the blind reader study (`09a_study`)
+    review_dir='review',                  # the blind reader study (`09a_study`): sessions and answers
+    study_generated_dir='review/generated',  # tiles generated for the study beyond `generated/`
     tensorboard_dir='tb',
     vqgan_dir='vqgan',                    # the autoencoder's phase
 )
@@ -182,7 +183,7 @@ def tiles(self: Run) -> np.ndarray:
     check_manifest(self.manifest_file, tiles)
     return tiles
 
-# %% ../nbs/07b_run.ipynb #8f707db8
+# %% ../nbs/07b_run.ipynb #ff12cd5d
 class Pretrained:
     "A trained model on `device`: generate tiles by cluster (`sample`), assign tiles to clusters (`assign`)."
     def __init__(self, path: Path, cfg: RunConfig, sampling: SampleConfig, names: list[str] | None,

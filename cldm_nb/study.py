@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from .data import atomic_path, write_json
 from .eval import derive_seed, sample_cluster, save_synthetic_png
 from .report import READER_STUDY, md_table, replace_section
-from .run import FINISHED, Run
+from .run import FINISHED, Run, RunFolder
 
 # %% auto #0
 __all__ = ['STUDY_SHARE', 'HOLD_SEED', 'SOURCES', 'MIN_TILES', 'GENERATION_SEED', 'MAX_READER', 'READER', 'ANSWERS',
@@ -46,15 +46,14 @@ class ReviewTiles:
     @classmethod
     def of(cls, run: Run) -> 'ReviewTiles':
         "The tiles of `run`, checked against its manifest."
-        for f in ('clusters.csv', 'generated'):
-            if not (run.path/f).exists():
-                raise FileNotFoundError(f"{run.path/f}: missing; {FINISHED} (it writes {f} at its end).")
-        real = pd.read_csv(run.path/'clusters.csv', usecols=['tile', 'split', 'cluster', 'probability'])
-        if not any((run.path/'generated').glob('*.png')):
-            raise FileNotFoundError(f"{run.path/'generated'}: no generated tiles; {FINISHED}.")
+        for f in (run.clusters_file, run.generated_dir):
+            if not f.exists(): raise FileNotFoundError(f"{f}: missing; {FINISHED} (it writes {f.name} at its end).")
+        real = pd.read_csv(run.clusters_file, usecols=['tile', 'split', 'cluster', 'probability'])
+        if not any((run.generated_dir).glob('*.png')):
+            raise FileNotFoundError(f"{run.generated_dir}: no generated tiles; {FINISHED}.")
         pixels = run.tiles()
         if len(real) != len(pixels):
-            raise ValueError(f"{run.path/'clusters.csv'}: {len(real)} rows for {len(pixels)} tiles; "
+            raise ValueError(f"{run.clusters_file}: {len(real)} rows for {len(pixels)} tiles; "
                              "run `cldm run` on that folder again.")
         return cls(run, real.assign(study=held_for_study(real)), generated_tiles(run), pixels)
 
@@ -71,7 +70,7 @@ def held_for_study(real: pd.DataFrame) -> np.ndarray:
 def generated_tiles(run: Run) -> pd.DataFrame:
     ("The generated tiles a study may show (file relative to the run, cluster): the run's `generated/*.png` and those "
      "`cldm review` added in `review/generated/`.")
-    files = sorted((run.path/'generated').glob('*.png')) + sorted((run.path/'review'/'generated').glob('*.png'))
+    files = sorted((run.generated_dir).glob('*.png')) + sorted(run.study_generated_dir.glob('*.png'))
     return pd.DataFrame(dict(file=[f.relative_to(run.path).as_posix() for f in files],
                              cluster=[stamped_cluster(f) for f in files]))
 
@@ -174,7 +173,7 @@ def top_up_generated(tiles: ReviewTiles, n: int, progress: bool = True) -> int:
     ("Generate with the run's model, into `review/generated/`, the tiles a session of `n` lacks (`generated_needed`), "
      "saying so; how many were made.")
     if not (lacking := generated_needed(tiles, n)): return 0
-    folder, total = tiles.run.path/'review'/'generated', sum(lacking.values())
+    folder, total = tiles.run.study_generated_dir, sum(lacking.values())
     print(f"cldm review: a session of {n} tiles shows {n // 2} generated ones, as many per cluster as real ones, "
           f"and the run has too few: generating {total} more with its model into {folder}.", flush=True)
     (unet, _), vqgan = tiles.run.ldm(), tiles.run.vqgan()
@@ -227,7 +226,7 @@ def _now() -> str: return datetime.datetime.now().isoformat(timespec='seconds')
 def open_session(tiles: ReviewTiles, reader: str, n: int = 40, seed: int | None = None) -> dict:
     ("`reader`'s session (reader, seed, started, tiles): made once in `RUN/review/<reader>.json` (a fresh seed when "
      "None), read back as it is after.")
-    reader, folder = check_reader(reader), tiles.run.path/'review'
+    reader, folder = check_reader(reader), tiles.run.review_dir
     with _review_lock(folder):
         if (f := folder/f'{reader}.json').is_file(): return json.loads(f.read_text())
         seed = secrets.randbits(32) if seed is None else int(seed)
@@ -236,13 +235,13 @@ def open_session(tiles: ReviewTiles, reader: str, n: int = 40, seed: int | None 
 
 def read_session(run: Path, reader: str) -> dict:
     "The stored session of `reader` in the run folder `run`; a KeyError when there is none."
-    f = Path(run)/'review'/f'{check_reader(reader)}.json'
+    f = RunFolder(run).review_dir/f'{check_reader(reader)}.json'
     if not f.is_file(): raise KeyError(f"reader {reader!r}: no session in this run; start one on the reading page.")
     return json.loads(f.read_text())
 
 def read_answers(run: Path, reader: str) -> pd.DataFrame:
     "The answers `reader` gave so far (`ANSWER_COLUMNS`; confidence NaN where none was given)."
-    f = Path(run)/'review'/f'{check_reader(reader)}.csv'
+    f = RunFolder(run).review_dir/f'{check_reader(reader)}.csv'
     if not f.is_file(): return pd.DataFrame(columns=list(ANSWER_COLUMNS))
     return pd.read_csv(f, dtype=dict(tile=str, source=str, answer=str))
 
@@ -256,7 +255,7 @@ def record_answer(run: Path, reader: str, position: int, answer: str, confidence
     if confidence is not None and not (_whole(confidence) and 1 <= confidence <= 5):
         raise ValueError(f"confidence: a whole number 1 to 5, or none, got {confidence!r}.")
     if not _whole(position): raise ValueError(f"position: a whole number, got {position!r}.")
-    folder = Path(run)/'review'
+    folder = RunFolder(run).review_dir
     with _review_lock(folder):
         plan, done = read_session(run, reader)['tiles'], read_answers(run, reader)
         if len(done) and position == len(done) - 1 and done.answer.iloc[-1] == answer and \
@@ -280,7 +279,7 @@ def undo_answer(run: Path, reader: str, position: int) -> int:
     ("Take back `reader`'s answer at `position`, which must be their last, before the session is finished (the file "
      "rewritten atomically); the position to answer next.")
     if not _whole(position): raise ValueError(f"position: a whole number, got {position!r}.")
-    folder = Path(run)/'review'
+    folder = RunFolder(run).review_dir
     with _review_lock(folder):
         plan, done = read_session(run, reader)['tiles'], read_answers(run, reader)
         f = folder/f'{check_reader(reader)}.csv'
@@ -350,7 +349,7 @@ SUMMARY_COLUMNS = ['reader', 'answered', 'of', 'accuracy', 'low', 'high', 'auc']
 
 def readers(run: Path) -> list[str]:
     "The readers who answered at least once, by name."
-    return sorted(f.stem for f in (Path(run)/'review').glob('*.csv'))
+    return sorted(f.stem for f in (RunFolder(run).review_dir).glob('*.csv'))
 
 def study_summary(run: Path, names: list[str] | None = None) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     ("Over the finished sessions: one row per reader (answered, of, accuracy, its 95 % interval, ROC AUC) and one for "
@@ -411,10 +410,10 @@ def write_reader_study(run: Run) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
      "NaN); the summary (nothing written without answers).")
     table, pooled, unfinished = study_summary(run.path, run.cluster_names())
     if table.empty and unfinished.empty: return table, pooled, unfinished
-    if (report := run.path/'report.md').is_file():
+    if (report := run.report_file).is_file():
         text = replace_section(report.read_text(), READER_STUDY, reader_study_markdown(table, pooled, unfinished))
         with atomic_path(report) as f: f.write_text(text)
-    if (metrics := run.path/'metrics.json').is_file():
+    if (metrics := run.metrics_file).is_file():
         m = json.loads(metrics.read_text())
         m['reader_study'] = dict(readers=table.iloc[:-1].to_dict('records'), pooled=pooled,
                                  unfinished=unfinished.to_dict('records'))
