@@ -19,7 +19,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tqdm.auto import tqdm
 
-from .data import dataset_mean, load_tiles, random_affine, to_uint8
+from .data import load_tiles
+from .transforms import dataset_mean, random_affine, to_uint8
 from .schedulers import PREDICTION_TYPES, PREDICTIONS, DDIMScheduler, DDPMScheduler, LinearSchedule, LinearScheduler
 from .imsat import ClusterHead, assign_clusters, cluster_sizes, imsat_loss
 from .train import RETIRED_AFTER, StageConfig, Trainer, check_lr_decay, load_checkpoint, make_optimizer, resolve_device, seeded

@@ -22,8 +22,9 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from tqdm import tqdm
 
 from . import __version__
-from .data import (atomic_path, list_images, load_tiles, read_rgb, sample_data, save_figure, split_indices, to_tensor,
-                          to_uint8, write_json)
+from .data import (atomic_path, list_images, load_tiles, read_rgb, sample_data, save_figure, split_indices,
+                          write_json)
+from .transforms import to_tensor, to_uint8
 from .diffusion import SampleConfig, sample
 
 from .imsat import assign_clusters

@@ -16,7 +16,8 @@ import torchvision
 
 from tqdm.auto import tqdm
 
-from .data import TileDataset, atomic_path, load_tiles, to_tensor
+from .data import atomic_path, load_tiles
+from .transforms import TileDataset, to_tensor
 from .train import (StageConfig, Trainer, barrier, check_lr_decay, init_distributed, is_main, load_checkpoint, make_optimizer,
                            resolve_device, seeded)
 from .weights import require_vgg16_weights
