@@ -137,7 +137,7 @@ def cldm_eval(real: Param("Folder of real tiles", str) = None, fake: Param("Fold
     print(json.dumps(res, indent=2))
     return res
 
-# %% ../nbs/10_cli.ipynb #a30dd9cb
+# %% ../nbs/10_cli.ipynb #9a638a70
 @call_parse
 def cldm_map(run: str = None,           # Folder of a finished `cldm run`
              model: str = None,         # Folder written by `cldm export` (instead of --run; then --out defaults to maps/<slide>.png)

@@ -24,7 +24,7 @@ from .vqgan import VQVAE, encode_latents, load_vqgan
 # %% auto #0
 __all__ = ['RUN_FILES', 'FINISHED', 'RunFolder', 'Run', 'Pretrained']
 
-# %% ../nbs/07b_run.ipynb #8a67b197
+# %% ../nbs/07b_run.ipynb #5667d28c
 RUN_FILES = dict(
     config_file='config.json',            # the RunConfig, the data source, versions and device (written first)
     manifest_file='manifest.json',        # the split and the tiles' names and digests
@@ -183,7 +183,7 @@ def tiles(self: Run) -> np.ndarray:
     check_manifest(self.manifest_file, tiles)
     return tiles
 
-# %% ../nbs/07b_run.ipynb #ff12cd5d
+# %% ../nbs/07b_run.ipynb #95a18497
 class Pretrained:
     "A trained model on `device`: generate tiles by cluster (`sample`), assign tiles to clusters (`assign`)."
     def __init__(self, path: Path, cfg: RunConfig, sampling: SampleConfig, names: list[str] | None,
