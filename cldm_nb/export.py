@@ -16,7 +16,7 @@ import cldm_nb
 from .config import RunConfig
 from .data import write_json
 from .diffusion import CondUNet, SampleConfig, UNetConfig, model_spec
-from .eval import SYNTHETIC_NOTE, as_tiles, label_to_id, load_labels, sample_cluster
+from .gallery import SYNTHETIC_NOTE, as_tiles, label_to_id, load_labels, sample_cluster
 from .imsat import ClusterHead, cluster_probs
 from .run import Run
 from .train import resolve_device

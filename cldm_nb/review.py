@@ -23,7 +23,7 @@ from werkzeug.serving import make_server
 
 import cldm_nb
 from .data import atomic_path, write_json
-from .eval import csv_cell, derive_seed, load_labels, sample_cluster, save_synthetic_png
+from .gallery import csv_cell, derive_seed, load_labels, sample_cluster, save_synthetic_png
 from .report import READER_STUDY, md_table, replace_section
 from .run import FINISHED, Run
 from .train import run_lock
