@@ -1,4 +1,4 @@
-"""Time the copy audit (`cldm_nb.eval.nearest_training`) on N generated × N training tiles and report its peak memory.
+"""Time the copy audit (`cldm_nb.audit.nearest_training`) on N generated × N training tiles and report its peak memory.
 
 The tiles are synthetic: the 195 sample tiles, each drawn many times and changed by a random flip/rotation, a shift of up to
 16 px (rolled), noise of ±8 grey levels and a small per-channel gain, so that no two are equal. The audit's cost has two
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from cldm_nb.data import load_tiles, sample_data
-from cldm_nb.eval import _shortlist, nearest_training
+from cldm_nb.audit import _shortlist, nearest_training
 
 
 def synthetic_tiles(n: int, seed: int) -> np.ndarray:

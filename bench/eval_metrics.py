@@ -1,4 +1,4 @@
-"""Benchmark of `cldm_nb.eval`'s metrics on CPU: SSIM (batched torch vs scikit-image) and LPIPS throughput.
+"""Benchmark of `cldm_nb.metrics`'s metrics on CPU: SSIM (batched torch vs scikit-image) and LPIPS throughput.
 
 SSIM: `n` pairs (default 10,000, the paper's protocol size) built from the shipped 128×128 KPC tiles
 (tile i against a shuffled partner). The batched torch implementation runs on all of them; the
@@ -21,7 +21,7 @@ def measure(n: int, sk_pairs: int, lpips_pairs: int, batch_size: int | None, rou
     "Run the timings in this process (thread count already fixed by the caller)."
     import numpy as np, torch
     from cldm_nb.data import load_tiles, sample_data
-    from cldm_nb.eval import lpips_net, lpips_paired, ssim_paired
+    from cldm_nb.metrics import lpips_net, lpips_paired, ssim_paired
     tiles = load_tiles(sample_data())
     rng = np.random.default_rng(0)
     real = tiles[np.arange(n) % len(tiles)]

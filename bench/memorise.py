@@ -10,7 +10,7 @@ its cluster, is sampled with the paper's sampler (ancestral DDPM, all 1,000 step
 * by the trained U-Net, with and without x0 clipping.
 
 Each sample is audited against the VQ-GAN's reconstructions of the training tiles (the best the chain can
-reproduce) with `cldm_nb.eval.nearest_training`: a memorising chain gives copy_share ≥ 0.8. The latent's spread
+reproduce) with `cldm_nb.audit.nearest_training`: a memorising chain gives copy_share ≥ 0.8. The latent's spread
 along the reverse chain is printed beside the forward marginal's (1 at every t), and a second table shows where the
 U-Net falls short of the memoriser: its clean-latent error at each t next to the exact denoiser's. `--out` gets
 the figures of each sampler's closest samples above their nearest reconstructions.
@@ -26,7 +26,8 @@ import torch
 
 from cldm_nb.data import load_tiles, sample_data
 from cldm_nb.diffusion import PREDICTIONS, ExactDenoiser, LDMConfig, SampleConfig, UNetConfig, sample, train_ldm
-from cldm_nb.eval import nearest_training, plot_nearest, reconstruct
+from cldm_nb.audit import nearest_training, plot_nearest
+from cldm_nb.gallery import reconstruct
 from cldm_nb.imsat import assign_clusters
 from cldm_nb.train import LR_DECAYS
 from cldm_nb.vqgan import VQGANConfig, encode_latents, train_vqgan

@@ -1,4 +1,4 @@
-"""Cost of the distribution metrics in `cldm_nb.eval`: VGG16 feature extraction, KID, FD, precision/recall.
+"""Cost of the distribution metrics in `cldm_nb.metrics`: VGG16 feature extraction, KID, FD, precision/recall.
 
 Features: `image_features` (ImageNet VGG16 to conv5_3, tiles resized to 224 px; the untrained network
 when the weights are not installed, which costs exactly the same) on `--tiles` of the shipped 128×128
@@ -32,7 +32,8 @@ def main():
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
     from cldm_nb.data import load_tiles, sample_data
-    from cldm_nb.eval import frechet_distance, image_features, kid, precision_recall, vgg16_features
+    from cldm_nb.features import image_features, vgg16_features
+    from cldm_nb.metrics import frechet_distance, kid, precision_recall
     from cldm_nb.weights import vgg16_cache_file
 
     pretrained = vgg16_cache_file().is_file()

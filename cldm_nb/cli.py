@@ -9,7 +9,9 @@ import json, subprocess, sys
 from fastcore.script import call_parse, Param, store_true
 
 from .config import RunConfig, apply_overrides, read_run_config
-from .eval import as_tiles, evaluate_pairs, feature_space_name, quality_report, sample_by_label, sample_cluster, vgg16_features
+from .features import feature_space_name, vgg16_features
+from .gallery import as_tiles, sample_by_label, sample_cluster
+from .metrics import evaluate_pairs, quality_report
 from .pipeline import run_pipeline
 from .report import distribution_markdown
 from .maps import map_slide

@@ -14,7 +14,7 @@ import cldm_nb
 from .config import RunConfig
 from .data import write_json
 from .diffusion import CondUNet, SampleConfig, UNetConfig, model_spec
-from .eval import SYNTHETIC_NOTE
+from .gallery import SYNTHETIC_NOTE
 from .imsat import ClusterHead
 from .run import Pretrained, Run
 from .train import resolve_device

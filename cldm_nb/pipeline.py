@@ -24,10 +24,11 @@ from .imsat import assign_clusters, cluster_features, cluster_probs
 from .validity import validity_table, best_k, may_vote, not_voting, smallest_cluster, plot_validity, INDICES
 from .diffusion import train_ldm, load_ldm, sample
 from .finetune import finetune1, finetune2
-from .eval import (generate_for, evaluate_pairs, cluster_accuracy, plot_cluster_accuracy, cluster_gallery,
-                          generated_gallery, write_label_template, as_tiles, as_features, derive_seed, vgg16_features, image_features,
-                          kid, quality_report, feature_space_name, plot_nearest, reconstruction_psnr, reconstruct,
-                          nearest_training)
+from .gallery import (generate_for, cluster_accuracy, plot_cluster_accuracy, cluster_gallery, generated_gallery,
+                             write_label_template, as_tiles, derive_seed, reconstruct)
+from .features import as_features, vgg16_features, image_features, feature_space_name
+from .audit import plot_nearest, nearest_training
+from .metrics import evaluate_pairs, kid, quality_report, reconstruction_psnr
 from .maps import map_run_slides
 from .report import write_report
 from .run import RunFolder

@@ -14,7 +14,7 @@ import pandas as pd
 import cldm_nb
 from .config import RunConfig
 from .data import atomic_path
-from .eval import memorisation_markdown
+from .audit import memorisation_markdown
 from .run import RunFolder
 from .validity import INDICES, may_vote, not_voting
 

@@ -18,7 +18,7 @@ from werkzeug.serving import make_server
 
 import cldm_nb
 from .data import atomic_path
-from .eval import csv_cell, load_labels
+from .gallery import csv_cell, load_labels
 from .run import Run
 from .study import (Conflict, ReviewTiles, _auc_text, _review_lock, check_reader, check_study_size, normal_text,
                            open_session, percent, read_answers, read_session, reader_results, readers, record_answer,

@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from .config import RunConfig, read_run_config
 from .data import check_manifest, read_manifest
 from .diffusion import CondUNet, SampleConfig, load_ldm
-from .eval import as_tiles, label_to_id, load_labels, sample_cluster
+from .gallery import as_tiles, label_to_id, load_labels, sample_cluster
 from .imsat import ClusterHead, cluster_probs
 from .slides import _safe, is_store, load_data, read_store, store_slides
 from .vqgan import VQVAE, encode_latents, load_vqgan

@@ -17,7 +17,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from .data import atomic_path, write_json
-from .eval import derive_seed, sample_cluster, save_synthetic_png
+from .gallery import derive_seed, sample_cluster, save_synthetic_png
 from .report import READER_STUDY, md_table, replace_section
 from .run import FINISHED, Run, RunFolder
 

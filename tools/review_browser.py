@@ -29,7 +29,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from cldm_nb.config import RunConfig
 from cldm_nb.data import load_tiles, sample_data
-from cldm_nb.eval import load_labels
+from cldm_nb.gallery import load_labels
 from cldm_nb.study import binomial_interval, percent, read_answers, read_session
 
 CHROMIUM, CHROMEDRIVER = shutil.which('chromium') or '/usr/bin/chromium', shutil.which('chromedriver') or '/usr/bin/chromedriver'
@@ -337,7 +337,7 @@ def main():
         if args.run: run = Path(shutil.copytree(args.run, tmp/Path(args.run).name, ignore=shutil.ignore_patterns('review', 'tb')))
         else: run = smoke_run(tmp)
         if (run/'labels.csv').exists(): (run/'labels.csv').unlink()
-        from cldm_nb.eval import write_label_template
+        from cldm_nb.gallery import write_label_template
         write_label_template(run/'labels.csv', json.loads((run/'model.json').read_text())['k'])
         shots = Path(args.screenshots) if args.screenshots else None
         if shots: shots.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,9 @@ def one_run(out: Path, seed: int, threads: int) -> Path:
 def row(run: Path, sample_features, AUTHORS=AUTHORS_KID) -> dict:
     "One run's line of the table."
     import pandas as pd
-    from cldm_nb.eval import as_tiles, image_features, kid
+    from cldm_nb.features import image_features
+    from cldm_nb.gallery import as_tiles
+    from cldm_nb.metrics import kid
     from cldm_nb.run import Run
     m = json.loads((run/'metrics.json').read_text()); d = m['distribution']
     acc = pd.read_csv(run/'cluster_accuracy.csv')
@@ -63,7 +65,7 @@ def collect(out: Path, csv: Path) -> None:
     "The table of every finished run under `out`, written to `csv` and printed."
     import pandas as pd
     from cldm_nb.data import load_tiles, sample_data
-    from cldm_nb.eval import image_features
+    from cldm_nb.features import image_features
     fs = image_features(load_tiles(sample_data()))
     runs = sorted(r for r in out.glob('s*_t*') if r.is_dir() and (r/'report.md').is_file())
     df = pd.DataFrame([row(r, fs) for r in runs]).sort_values(['threads', 'seed'])
