@@ -14,7 +14,7 @@ from .pipeline import run_pipeline
 from .report import distribution_markdown
 from .run import Run
 from .export import export_run, load_pretrained
-from .train import dist_env, resolve_device, run_lock, torchrun_command
+from .distributed import dist_env, resolve_device, run_lock, torchrun_command
 from .weights import fetch_vgg16_weights
 
 # %% auto #0

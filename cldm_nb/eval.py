@@ -24,10 +24,11 @@ from tqdm import tqdm
 from . import __version__
 from .data import (atomic_path, list_images, load_tiles, read_rgb, sample_data, save_figure, split_indices, to_tensor,
                           to_uint8, write_json)
-from .diffusion import SampleConfig, sample
+from .sampling import SampleConfig, sample
 
 from .imsat import assign_clusters
-from .train import is_main, resolve_device, seeded, shard_map
+from .distributed import is_main, resolve_device, shard_map
+from .train import seeded
 from .vqgan import encode_latents, lpips_vgg
 from .weights import require_vgg16_weights, vgg16_cache_file
 

@@ -15,11 +15,13 @@ from safetensors.torch import load_file, save_file
 import cldm_nb
 from .config import RunConfig
 from .data import write_json
-from .diffusion import CondUNet, SampleConfig, UNetConfig, model_spec
+from .unet import CondUNet, UNetConfig
+from .sampling import SampleConfig
+from .diffusion import model_spec
 from .eval import SYNTHETIC_NOTE, as_tiles, label_to_id, load_labels, sample_cluster
 from .imsat import ClusterHead, cluster_probs
 from .run import Run
-from .train import resolve_device
+from .distributed import resolve_device
 from .vqgan import VQGANConfig, VQVAE, encode_latents
 
 # %% auto #0

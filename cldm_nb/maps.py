@@ -17,7 +17,7 @@ from .imsat import cluster_probs
 from .export import Pretrained, load_pretrained
 from .run import Run
 from .slides import SlidePlan, _safe, iter_slide_tiles, plan_slide
-from .train import resolve_device
+from .distributed import resolve_device
 from .vqgan import encode_latents
 
 # %% auto #0

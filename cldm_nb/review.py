@@ -26,7 +26,7 @@ from .data import atomic_path, write_json
 from .eval import csv_cell, derive_seed, load_labels, sample_cluster, save_synthetic_png
 from .report import READER_STUDY, md_table, replace_section
 from .run import FINISHED, Run
-from .train import run_lock
+from .distributed import run_lock
 
 # %% auto #0
 __all__ = ['STUDY_SHARE', 'HOLD_SEED', 'SOURCES', 'MAX_NAME', 'MIN_TILES', 'GENERATION_SEED', 'MAX_READER', 'READER', 'ANSWERS',

@@ -13,7 +13,9 @@ from fastcore.basics import patch
 
 from .config import RunConfig, read_run_config
 from .data import check_manifest, read_manifest
-from .diffusion import CondUNet, SampleConfig, load_ldm
+from .unet import CondUNet
+from .sampling import SampleConfig
+from .diffusion import load_ldm
 from .eval import load_labels
 from .imsat import ClusterHead
 from .slides import load_data, read_store
