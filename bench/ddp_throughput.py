@@ -31,7 +31,7 @@ def worker(out: str, size: int, batch: int, steps: int) -> None:
 
 def measure(nproc: int, size: int, batch: int, steps: int) -> float:
     "Tiles per second with `nproc` processes of one thread each."
-    from cldm_nb.train import torchrun_command
+    from cldm_nb.distributed import torchrun_command
     with tempfile.TemporaryDirectory() as out:
         args = [__file__, '--worker', out, '--size', str(size), '--batch', str(batch), '--steps', str(steps)]
         cmd = [sys.executable, *args] if nproc == 1 else torchrun_command(nproc, args)

@@ -22,7 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cldm_nb.config import RunConfig
 from cldm_nb.data import load_tiles, sample_data, split_indices
-from cldm_nb.diffusion import SampleConfig, build_models, denoise, make_scheduler, phase_trainer
+from cldm_nb.sampling import SampleConfig, denoise, make_scheduler
+from cldm_nb.diffusion import build_models, phase_trainer
 from cldm_nb.train import Trainer, seeded
 from cldm_nb.vqgan import VQVAE, vqgan_trainer
 from paper_cost import N_TILES, SAMPLE_BATCH, paper_stages, project

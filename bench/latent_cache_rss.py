@@ -57,7 +57,7 @@ if __name__ == '__main__':
     ap.add_argument('--worker', nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker: worker(*a.worker, a.steps); sys.exit()
-    from cldm_nb.train import torchrun_command
+    from cldm_nb.distributed import torchrun_command
     with tempfile.TemporaryDirectory() as tmp:
         tiles = Path(tmp)/'tiles.npy'; write_tiles(tiles, a.tiles, a.size)
         args = [__file__, '--worker', str(tiles), str(Path(tmp)/'ldm'), '--steps', str(a.steps)]

@@ -25,7 +25,10 @@ import numpy as np
 import torch
 
 from cldm_nb.data import load_tiles, sample_data
-from cldm_nb.diffusion import PREDICTIONS, ExactDenoiser, LDMConfig, SampleConfig, UNetConfig, sample, train_ldm
+from cldm_nb.schedulers import PREDICTIONS
+from cldm_nb.unet import UNetConfig
+from cldm_nb.sampling import ExactDenoiser, SampleConfig, sample
+from cldm_nb.diffusion import LDMConfig, train_ldm
 from cldm_nb.audit import nearest_training, plot_nearest
 from cldm_nb.gallery import reconstruct
 from cldm_nb.imsat import assign_clusters

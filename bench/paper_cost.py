@@ -33,7 +33,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cldm_nb.config import RunConfig
 from cldm_nb.data import split_indices
-from cldm_nb.diffusion import CondUNet, SampleConfig
+from cldm_nb.unet import CondUNet
+from cldm_nb.sampling import SampleConfig
 from cldm_nb.imsat import ClusterHead, imsat_loss
 from cldm_nb.vqgan import VQVAE, PatchDiscriminator, lpips_vgg
 

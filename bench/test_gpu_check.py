@@ -16,8 +16,8 @@ import torch
 
 import gpu_sections as g
 from cldm_nb.config import RunConfig
-from cldm_nb.diffusion import SampleConfig
-from cldm_nb.train import StageConfig
+from cldm_nb.sampling import SampleConfig
+from cldm_nb.checkpoints import StageConfig
 from paper_cost import SWEEP_PHASES, paper_stages, project
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from cldm_nb.diffusion import CondUNet, UNetConfig
+from cldm_nb.unet import CondUNet, UNetConfig
 from cldm_nb.schedulers import DDPMScheduler
 
 aten = torch.ops.aten

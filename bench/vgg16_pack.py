@@ -17,7 +17,7 @@ import torch.nn as nn
 import torchvision
 from safetensors.torch import load_file, save_file
 
-from cldm_nb.train import save_checkpoint
+from cldm_nb.checkpoints import save_checkpoint
 from cldm_nb.weights import fetch_vgg16_weights, vgg16_cache_file
 
 

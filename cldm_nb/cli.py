@@ -17,7 +17,7 @@ from .report import distribution_markdown
 from .maps import map_slide
 from .run import Run, RunFolder
 from .export import export_run, load_pretrained
-from .train import dist_env, resolve_device, run_lock, torchrun_command
+from .distributed import dist_env, resolve_device, run_lock, torchrun_command
 from .weights import fetch_vgg16_weights
 
 # %% auto #0

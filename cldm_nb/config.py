@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .train import StageConfig
+from .checkpoints import StageConfig
 from .vqgan import VQGANConfig
-from .diffusion import LDMConfig, UNetConfig, SampleConfig
+from .unet import UNetConfig
+from .sampling import SampleConfig
+from .diffusion import LDMConfig
 from .finetune import Finetune1Config, Finetune2Config
 
 # %% auto #0

@@ -13,11 +13,13 @@ from safetensors.torch import load_file, save_file
 import cldm_nb
 from .config import RunConfig
 from .data import write_json
-from .diffusion import CondUNet, SampleConfig, UNetConfig, model_spec
+from .unet import CondUNet, UNetConfig
+from .sampling import SampleConfig
+from .diffusion import model_spec
 from .gallery import SYNTHETIC_NOTE
 from .imsat import ClusterHead
 from .run import Pretrained, Run
-from .train import resolve_device
+from .distributed import resolve_device
 from .vqgan import VQGANConfig, VQVAE
 
 # %% auto #0

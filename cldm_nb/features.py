@@ -12,7 +12,8 @@ import torchvision
 
 from .transforms import to_tensor
 from .gallery import as_tiles
-from .train import resolve_device, seeded, shard_map
+from .distributed import resolve_device, shard_map
+from .train import seeded
 from .weights import require_vgg16_weights, vgg16_cache_file
 
 # %% auto #0

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .diffusion import CondUNet, PhaseConfig, train_phase
+from .unet import CondUNet
+from .diffusion import PhaseConfig, train_phase
 from .imsat import ClusterHead
 from .vqgan import VQVAE
 

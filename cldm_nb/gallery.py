@@ -18,9 +18,9 @@ from tqdm import tqdm
 from . import __version__
 from .data import atomic_path, list_images, load_tiles, read_rgb, save_figure, write_json
 from .transforms import to_tensor, to_uint8
-from .diffusion import SampleConfig, sample
+from .sampling import SampleConfig, sample
 from .imsat import assign_clusters
-from .train import is_main, resolve_device, shard_map
+from .distributed import is_main, resolve_device, shard_map
 from .vqgan import encode_latents
 
 # %% auto #0

@@ -15,7 +15,7 @@ from .data import atomic_path, save_figure
 from .imsat import cluster_probs
 from .run import Pretrained, Run, RunFolder
 from .slides import SlidePlan, iter_slide_tiles, plan_slide
-from .train import resolve_device
+from .distributed import resolve_device
 from .vqgan import encode_latents
 
 # %% auto #0

@@ -16,7 +16,8 @@ from pytorch_msssim import ms_ssim
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from .transforms import to_tensor
-from .train import resolve_device, seeded, shard_map
+from .distributed import resolve_device, shard_map
+from .train import seeded
 from .vqgan import lpips_vgg
 from .gallery import as_tiles, reconstruct
 from .features import as_features, feature_space_name

@@ -17,12 +17,15 @@ from torch import nn
 import cldm_nb
 from .config import RunConfig
 from .data import check_manifest, read_manifest, sample_data, split_indices, write_json, write_manifest, atomic_path
-from .train import tensorboard, barrier, broadcast_object, dist_env, init_distributed, is_main, resolve_device, run_lock, shard_map
+from .distributed import (
+    barrier, broadcast_object, dist_env, init_distributed, is_main, resolve_device, run_lock, shard_map)
+from .train import tensorboard
 from .vqgan import encode_latents, train_vqgan
 from .weights import fetch_vgg16_weights, require_vgg16_weights
 from .imsat import assign_clusters, cluster_features, cluster_probs
 from .validity import validity_table, best_k, may_vote, not_voting, smallest_cluster, plot_validity, INDICES
-from .diffusion import train_ldm, load_ldm, sample
+from .sampling import sample
+from .diffusion import train_ldm, load_ldm
 from .finetune import finetune1, finetune2
 from .gallery import (generate_for, cluster_accuracy, plot_cluster_accuracy, cluster_gallery, generated_gallery,
                              write_label_template, as_tiles, derive_seed, reconstruct)

@@ -23,7 +23,7 @@ from .run import Run
 from .study import (Conflict, ReviewTiles, _auc_text, _review_lock, check_reader, check_study_size, normal_text,
                            open_session, percent, read_answers, read_session, reader_results, readers, record_answer,
                            results_text, top_up_generated, undo_answer, verdict, write_reader_study)
-from .train import run_lock
+from .distributed import run_lock
 
 # %% auto #0
 __all__ = ['MAX_NAME', 'ASSETS', 'MAX_REQUEST', 'MAX_DEPTH', 'LOOPBACK', 'ANY_ADDRESS', 'png_bytes', 'study_bytes',

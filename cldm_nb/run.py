@@ -15,7 +15,9 @@ from fastcore.basics import patch
 
 from .config import RunConfig, read_run_config
 from .data import check_manifest, read_manifest
-from .diffusion import CondUNet, SampleConfig, load_ldm
+from .unet import CondUNet
+from .sampling import SampleConfig
+from .diffusion import load_ldm
 from .gallery import as_tiles, label_to_id, load_labels, sample_cluster
 from .imsat import ClusterHead, cluster_probs
 from .slides import _safe, is_store, load_data, read_store, store_slides

@@ -16,10 +16,11 @@ import torchvision
 
 from tqdm.auto import tqdm
 
-from .data import atomic_path, load_tiles
 from .transforms import TileDataset, to_tensor
-from .train import (StageConfig, Trainer, barrier, check_lr_decay, init_distributed, is_main, load_checkpoint, make_optimizer,
-                           resolve_device, seeded)
+from .data import atomic_path, load_tiles
+from .distributed import barrier, init_distributed, is_main, resolve_device
+from .checkpoints import StageConfig, load_checkpoint
+from .train import LoopConfig, Trainer, check_lr_decay, make_optimizer, seeded
 from .weights import require_vgg16_weights
 
 # %% auto #0
@@ -349,9 +350,10 @@ def vqgan_trainer(tiles: np.ndarray | str | Path, cfg: VQGANConfig | None = None
     adam = lambda params: make_optimizer(torch.optim.Adam, params, device, lr=cfg.lr, betas=cfg.betas)
     opts = dict(g=adam(vq.parameters()), d=adam(disc.parameters()))
     grid = to_tensor(tiles[:cfg.grid_n])
-    return Trainer('vqgan', dict(vqvae=vq, disc=disc), opts, _vqgan_step(cfg, lp), data, cfg, out_dir,
-                   epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, device=device, amp=cfg.amp,
-                   on_epoch_end=_epoch_report(grid, Path(out_dir)), progress=progress, lr_decay=cfg.lr_decay)
+    loop = LoopConfig('vqgan', out_dir, cfg.epochs, cfg.batch_size, cfg.seed, device=device, amp=cfg.amp,
+                      progress=progress, lr_decay=cfg.lr_decay)
+    return Trainer(loop, dict(vqvae=vq, disc=disc), opts, _vqgan_step(cfg, lp), data, cfg,
+                   on_epoch_end=_epoch_report(grid, Path(out_dir)))
 
 def train_vqgan(tiles: np.ndarray | str | Path, cfg: VQGANConfig | None = None, out_dir: str | Path = 'runs/vqgan',
                 device: str | torch.device | None = None, resume: bool = True, *, max_steps: int | None = None,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Runs written by the last release still work with this checkout (run by `.ci/run`).
 
-    python tools/release_compat.py                 # the release named by cldm_nb.train.RETIRED_AFTER
+    python tools/release_compat.py                 # the release named by cldm_nb.checkpoints.RETIRED_AFTER
     python tools/release_compat.py --release v0.1.0 --keep /tmp/compat
 
 The release's code is checked out as a git worktree in a temporary folder and makes a run
@@ -82,7 +82,7 @@ def check(release: str, tmp: Path) -> list[str]:
 
 if __name__ == '__main__':
     sys.path.insert(0, str(ROOT))
-    from cldm_nb.train import RETIRED_AFTER
+    from cldm_nb.checkpoints import RETIRED_AFTER
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--release', default=RETIRED_AFTER); p.add_argument('--keep', help='work here and keep the folder')
     a = p.parse_args()

@@ -2,7 +2,7 @@
 """Execute the chapters (nbs/*.ipynb, then the lab notebooks nbs/lab/*.ipynb) in place and keep their outputs, or check them (CI).
 
     python tools/run_chapters.py                  # every chapter and lab notebook, in place, then nbdev_clean on them
-    python tools/run_chapters.py nbs/04c_diffusion.ipynb nbs/05_finetune.ipynb
+    python tools/run_chapters.py nbs/04d_diffusion.ipynb nbs/05_finetune.ipynb
     python tools/run_chapters.py nbs/lab/*.ipynb  # the lab notebooks only
     python tools/run_chapters.py --check          # outputs present, up to date, figures shown
     python tools/run_chapters.py --gpu            # the `#| gpu` cells on this machine under a step cap
