@@ -73,8 +73,8 @@ def map_slide(run: str | Path | Run | Pretrained, slide: str | Path, out: str | 
               level: int | None = None, device: str = 'auto', batch_size: int = 64, name: str | None = None) -> pd.DataFrame:
     "Assign every tissue tile of `slide` to a cluster with the models of a run (or of an export, `load_pretrained`); write `out` (PNG, default `run/maps/<slide>.png`, `maps/<slide>.png` for an export), its CSV and its GeoJSON (`tiles_geojson`)."
     run, slide, dev = run if isinstance(run, (Run, Pretrained)) else Run.open(run), Path(slide), resolve_device(device)
-    if mpp is None and level is None: mpp, level = run.cfg.mpp, run.cfg.level
-    plan = plan_slide(slide, mpp=mpp, level=level, min_tissue=run.cfg.min_tissue, name=name)
+    if mpp is None and level is None: mpp, level = run.cfg.data.mpp, run.cfg.data.level
+    plan = plan_slide(slide, mpp=mpp, level=level, min_tissue=run.cfg.data.min_tissue, name=name)
     vq, (_, head), names = run.vqgan(dev), run.ldm(dev), run.cluster_names()
     probs = np.concatenate([cluster_probs(head, encode_latents(vq, b, device=dev)) for b in iter_slide_tiles(plan, batch_size)])
     clusters = probs.argmax(1)
