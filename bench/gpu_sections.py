@@ -260,7 +260,7 @@ def stage_seconds(results: dict) -> dict[str, float | None]:
 def section_projection(c: Check) -> dict:
     "The paper job on the authors' 11,000 tiles (10,000 for training), stage by stage (`paper_cost.paper_stages`), from the step times measured above."
     paper = RunConfig()
-    n_train = len(split_indices(N_TILES, paper.n_chunks)[0])
+    n_train = len(split_indices(N_TILES, paper.data.n_chunks)[0])
     p = project(paper_stages(paper, SK, n_train), stage_seconds(c.results))
     basis = (f"measured on {c.results.get('device')} (eager steps at the preset's batch, sampler steps at batch 64)"
              + (" — a dry run on the CPU with the tiny preset's models: the hours mean nothing" if c.a.dry_run else ''))

@@ -4,9 +4,10 @@
 
 # %% ../nbs/10_cli.ipynb #9ecb6a82
 from __future__ import annotations
-import json, subprocess, sys
+import dataclasses, inspect, json, subprocess, sys, typing
+from pathlib import Path
 
-from fastcore.script import call_parse, Param, store_true
+from fastcore.script import call_parse, Param
 
 from .config import RunConfig, apply_overrides, read_run_config
 from .features import feature_space_name, vgg16_features
@@ -21,8 +22,8 @@ from .distributed import dist_env, resolve_device, run_lock, torchrun_command
 from .weights import fetch_vgg16_weights
 
 # %% auto #0
-__all__ = ['CLDM_UNDER_TORCHRUN', 'COMMANDS', 'SHORT_FLAGS', 'parse_k', 'cldm_run', 'cldm_sample', 'cldm_export', 'cldm_eval',
-           'cldm_map', 'main']
+__all__ = ['CLDM_UNDER_TORCHRUN', 'OPTION_GROUPS', 'COMMANDS', 'SHORT_FLAGS', 'parse_k', 'config_options', 'cldm_run',
+           'cldm_sample', 'cldm_export', 'cldm_eval', 'cldm_map', 'main']
 
 # %% ../nbs/10_cli.ipynb #e1ae4879
 def parse_k(k: str) -> tuple[int, int]:
@@ -33,7 +34,10 @@ def parse_k(k: str) -> tuple[int, int]:
     return lo, hi
 
 # %% ../nbs/10_cli.ipynb #23b87b15
-CLDM_UNDER_TORCHRUN = ['--no-python', sys.executable, '-c', 'from cldm_nb.cli import main; main()']   # `cldm` in each process
+CLDM_UNDER_TORCHRUN = ['--no-python', sys.executable, '-c', 'from cldm_nb.cli import main; main()']   # `cldm`
+OPTION_GROUPS = ('data', 'sweep')       # the RunConfig groups whose settings are `cldm run` options, by their own names
+_SET = Param("KEY=VALUE: change one setting, e.g. vqgan.epochs=10 or sampling.guidance_scale=2 "
+            "(dotted keys of RunConfig, e.g. sweep.k_max; repeat for more)", str, action='append')
 
 def _without(argv: list[str], flags: tuple[str, ...]) -> list[str]:
     "`argv` less the `flags` and their values (`--flag V` or `--flag=V`)."
@@ -44,56 +48,79 @@ def _without(argv: list[str], flags: tuple[str, ...]) -> list[str]:
         elif not a.startswith(tuple(f + '=' for f in flags)): out.append(a)
     return out
 
+def config_options(groups: tuple[str, ...] = OPTION_GROUPS) -> list[inspect.Parameter]:
+    "A `--name` option per setting of RunConfig's `groups`: its type (a flag for a bool), the help in its metadata."
+    hints, options = typing.get_type_hints(RunConfig), []
+    for g in groups:
+        types = typing.get_type_hints(hints[g])
+        for f in dataclasses.fields(hints[g]):
+            kind = next(t for t in typing.get_args(types[f.name]) or (types[f.name],) if t is not type(None))
+            param = Param(f.metadata['help'], action='store_true') if kind is bool else Param(f.metadata['help'], kind)
+            options.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=param))
+    return options
+
+def _with_config_options(f):
+    "`f`, whose `**settings` stand for the `config_options`, with a signature that names them (`call_parse` reads it)."
+    sig = inspect.signature(f, eval_str=True)
+    params = [p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD]
+    f.__signature__ = sig.replace(parameters=params + config_options())
+    return f
+
+def _chosen_settings(settings: dict) -> dict:
+    "The `config_options` given (a flag given is True); --mpp and --level are one choice: either clears the other."
+    chosen = {k: v for k, v in settings.items() if v is not None and v is not False}
+    return {'mpp': None, 'level': None, **chosen} if chosen.keys() & {'mpp', 'level'} else chosen
+
 @call_parse
-def cldm_run(data: Param("Slide, folder of slides and/or tiles, or .npy (default: the built-in sample)", str) = None,
-             out: Param("Output folder (default: runs/<timestamp>)", str) = None,
-             preset: Param("paper, cpu, tiny or smoke (default: paper on CUDA, cpu without)", str) = None,
-             k: Param("K range, e.g. 10-16, or one K", str) = None,
-             device: Param("auto, cpu or cuda", str) = 'auto',
-             force: Param("Move an --out run with another config aside and start afresh", store_true) = False,
-             config: Param("JSON settings (a run's config.json, edited) instead of --preset", str) = None,
-             tile_large: Param("Cut images larger than 128 px into 128-px tiles", store_true) = False,
-             min_tissue: Param("Slides and --tile_large: drop tiles with less than this share of tissue (0-1)", float) = None,
-             mpp: Param("Slides: cut tiles at this many microns per pixel (default: full resolution)", float) = None,
-             level: Param("Slides: cut tiles from this pyramid level instead", int) = None,
-             skip_bad: Param("Skip unreadable or wrong-size image files (named in a warning) instead of stopping", store_true) = False,
-             untrained_lpips: Param("Score with an untrained VGG16 instead of fetching the ImageNet one (tests only: the scores mean nothing)", store_true) = False,
-             nproc: Param("Train with this many processes on this machine (one per GPU), launched with torchrun", int) = 1,
-             nnodes: Param("Machines taking part (run the same command on each; needs --rdzv_endpoint)", int) = 1,
-             rdzv_endpoint: Param("HOST:PORT every machine reaches, for --nnodes > 1", str) = None,
-             set: Param("KEY=VALUE: change one setting, e.g. vqgan.epochs=10 or sampling.guidance_scale=2 (dotted keys of RunConfig; repeat for more)", str, action='append') = None):
+@_with_config_options
+def cldm_run(data: str = None,          # Slide, folder of slides and/or tiles, or .npy (default: the built-in sample)
+             out: str = None,           # Output folder (default: runs/<timestamp>)
+             preset: str = None,        # paper, cpu, tiny or smoke (default: paper on CUDA, cpu without)
+             k: str = None,             # K range, e.g. 10-16, or one K (as --k_min and --k_max)
+             device: str = 'auto',      # auto, cpu or cuda
+             force: bool = False,       # Move an --out run with another config aside and start afresh
+             config: str = None,        # JSON settings (a run's config.json, edited) instead of --preset
+             # Score with an untrained VGG16 instead of fetching the ImageNet one (tests only: the scores mean nothing)
+             untrained_lpips: bool = False,
+             # Train with this many processes on this machine (one per GPU), launched with torchrun
+             nproc: int = 1,
+             nnodes: int = 1,           # Machines taking part (run the same command on each; needs --rdzv_endpoint)
+             rdzv_endpoint: str = None, # HOST:PORT every machine reaches, for --nnodes > 1
+             set: _SET = None,
+             **settings):
     "Tiles → VQ-GAN → K sweep → fine-tuning → generation → metrics → report.md, resuming finished stages."
-    if (nproc > 1 or nnodes > 1) and dist_env()[1] == 1:       # not yet under torchrun: start it, this command in each process
+    if (nproc > 1 or nnodes > 1) and dist_env()[1] == 1:       # not under torchrun yet: start it, this command per rank
         args = _without(sys.argv[1:], ('--nproc', '--nnodes', '--rdzv_endpoint'))
-        raise SystemExit(subprocess.call(torchrun_command(nproc, [*CLDM_UNDER_TORCHRUN, 'run', *args], nnodes, rdzv_endpoint)))
+        command = torchrun_command(nproc, [*CLDM_UNDER_TORCHRUN, 'run', *args], nnodes, rdzv_endpoint)
+        raise SystemExit(subprocess.call(command))
     if config and preset: raise ValueError("give --config FILE or --preset, not both.")
     dev = resolve_device(device)
-    cfg = read_run_config(config) if config else RunConfig.preset_config(preset or ('paper' if dev.type == 'cuda' else 'cpu'))
+    preset = preset or ('paper' if dev.type == 'cuda' else 'cpu')
+    cfg = read_run_config(config) if config else RunConfig.preset_config(preset)
     if k: cfg = cfg.replace(**dict(zip(('k_min', 'k_max'), parse_k(k))))
-    if tile_large: cfg = cfg.replace(tile_large=True)
-    if min_tissue is not None: cfg = cfg.replace(min_tissue=min_tissue)
-    if skip_bad: cfg = cfg.replace(skip_bad=True)
+    cfg = cfg.replace(**_chosen_settings(settings))
     if untrained_lpips: cfg = cfg.replace(pretrained_lpips=False)
-    if mpp is not None or level is not None: cfg = cfg.replace(mpp=mpp, level=level)
     if set: cfg = apply_overrides(cfg, set)
     return run_pipeline(data, out, cfg, dev, force=force)
 
 # %% ../nbs/10_cli.ipynb #29e9de05
 @call_parse
-def cldm_sample(run: Param("Folder of a finished `cldm run`", str) = None,
-                model: Param("Folder written by `cldm export` (instead of --run)", str) = None,
-                out: Param("Where to write the PNGs", str) = None,
-                cluster: Param("Cluster id to generate", int) = None,
-                label: Param("Cluster name from the run's labels.csv", str) = None,
-                n: Param("Number of tiles", int) = 16,
-                sampler: Param("ddpm or ddim (default: the run's own sampler settings, as for the three below)", str) = None,
-                steps: Param("Sampling steps", int) = None,
-                guidance_scale: Param("Classifier-free guidance w (1: none; more needs a run trained with the 'no cluster' token)", float) = None,
-                batch_size: Param("Tiles generated at once", int) = 64,
-                seed: Param("Seed", int) = 0,
-                device: Param("auto, cpu or cuda", str) = 'auto'):
+def cldm_sample(run: str = None,        # Folder of a finished `cldm run`
+                model: str = None,      # Folder written by `cldm export` (instead of --run)
+                out: str = None,        # Where to write the PNGs
+                cluster: int = None,    # Cluster id to generate
+                label: str = None,      # Cluster name from the run's labels.csv
+                n: int = 16,            # Number of tiles
+                sampler: str = None,    # ddpm or ddim (default: the run's own sampler settings, as for the three below)
+                steps: int = None,      # Sampling steps
+                # Classifier-free guidance w (1: none; more needs a run trained with the 'no cluster' token)
+                guidance_scale: float = None,
+                batch_size: int = 64,   # Tiles generated at once
+                seed: int = 0,          # Seed
+                device: str = 'auto'):  # auto, cpu or cuda
     "Generate `n` tiles of one cluster, by id or by label, as provenance-stamped PNGs."
-    if (run is None) == (model is None) or out is None: raise ValueError("give --out and one of --run RUN or --model EXPORT.")
+    if (run is None) == (model is None) or out is None:
+        raise ValueError("give --out and one of --run RUN or --model EXPORT.")
     if (cluster is None) == (label is None): raise ValueError("give exactly one of --cluster ID or --label NAME.")
     dev = resolve_device(device)
     if model is not None:
@@ -111,28 +138,33 @@ def cldm_sample(run: Param("Folder of a finished `cldm run`", str) = None,
     return tiles
 
 @call_parse
-def cldm_export(run: Param("Folder of a finished `cldm run`", str) = None,
-                out: Param("New folder for the exported model", str) = None,
-                data_licence: Param("The training data's licence, for the model card (default: unknown)", str) = None):
-    "Write a run's inference model: safetensors networks, config.json and a model card, for `load_pretrained` and `--model`."
+def cldm_export(run: str = None,           # Folder of a finished `cldm run`
+                out: str = None,           # New folder for the exported model
+                data_licence: str = None): # The training data's licence, for the model card (default: unknown)
+    "Write a run's inference model: safetensors networks, config.json and a model card (`load_pretrained`, `--model`)."
     if run is None or out is None: raise ValueError("--run and --out are required.")
     path = export_run(run, out, data_licence)
-    print(f"exported {Run.open(run).k} clusters to {path}: " + ', '.join(f"{f.name} ({f.stat().st_size / 2**20:.1f} MB)" for f in sorted(path.iterdir())))
+    files = ', '.join(f"{f.name} ({f.stat().st_size / 2**20:.1f} MB)" for f in sorted(path.iterdir()))
+    print(f"exported {Run.open(run).k} clusters to {path}: " + files)
     return path
 
 @call_parse
-def cldm_eval(real: Param("Folder of real tiles", str) = None, fake: Param("Folder of generated tiles (paired by sorted name)", str) = None,
-              untrained_lpips: Param("Score with an untrained VGG16 instead of fetching the ImageNet one (tests only: the scores mean nothing)", store_true) = False,
-              size: Param("Side the tiles are resized to for the VGG16 features", int) = 224,
-              device: Param("auto, cpu or cuda", str) = 'auto'):
-    "KID / FD / precision / recall beside their real-vs-real floors; SSIM / MS-SSIM / LPIPS too for folders of equal length."
+def cldm_eval(real: str = None,         # Folder of real tiles
+              fake: str = None,         # Folder of generated tiles (paired by sorted name)
+              # Score with an untrained VGG16 instead of fetching the ImageNet one (tests only: the scores mean nothing)
+              untrained_lpips: bool = False,
+              size: int = 224,          # Side the tiles are resized to for the VGG16 features
+              device: str = 'auto'):    # auto, cpu or cuda
+    "KID / FD / precision / recall beside their real-vs-real floors; SSIM / MS-SSIM / LPIPS too for equal folders."
     if real is None or fake is None: raise ValueError("--real and --fake are required.")
     dev, pretrained = resolve_device(device), not untrained_lpips
     r, f = as_tiles(real, '--real'), as_tiles(fake, '--fake')
     if pretrained: fetch_vgg16_weights(lambda s: print(f"cldm eval: {s}"))
-    q = quality_report(r, f, net=vgg16_features(pretrained), size=size, feature_space=feature_space_name('vgg16', size, pretrained), device=dev)
+    q = quality_report(r, f, net=vgg16_features(pretrained), size=size,
+                       feature_space=feature_space_name('vgg16', size, pretrained), device=dev)
     res = dict(distribution=q)
-    if r.shape == f.shape: res['paired'] = evaluate_pairs(r, f, pretrained_backbone=pretrained, device=dev, progress=False)
+    if r.shape == f.shape:
+        res['paired'] = evaluate_pairs(r, f, pretrained_backbone=pretrained, device=dev, progress=False)
     print(distribution_markdown(q), '\n')
     print('Paired SSIM / MS-SSIM / LPIPS: ' + ('in "paired" below.' if 'paired' in res else
           f"skipped: {len(r)} real and {len(f)} generated tiles (pairs need equal numbers and tile sizes)."))

@@ -17,93 +17,158 @@ from .diffusion import LDMConfig
 from .finetune import Finetune1Config, Finetune2Config
 
 # %% auto #0
-__all__ = ['RunConfig', 'read_run_config', 'config_keys', 'typed_value', 'apply_overrides']
+__all__ = ['setting', 'SweepConfig', 'DataConfig', 'EvalConfig', 'RunConfig', 'read_run_config', 'config_keys', 'changed_keys',
+           'typed_value', 'apply_overrides']
 
 # %% ../nbs/07a_config.ipynb #dcde7a41
+def setting(default, help: str):
+    "A dataclass field with its `help` text in its metadata: `cldm run --help` shows it for the options made from it."
+    return field(default=default, metadata=dict(help=help))
+
 @dataclass
-class RunConfig(StageConfig):
-    "Every setting of one `cldm run`: the run's own fields and each stage's config (defaults: the paper's)."
-    preset: str = 'paper'
-    k_min: int = 10                     # the K sweep, inclusive
-    k_max: int = 16
-    seed: int = 765
-    n_chunks: int = 11                  # the paper's split: array_split into 11, the last chunk is the test set
-    split_seed: int | None = None       # shuffle before splitting (None: the paper's order)
-    tile_large: bool = False            # cut images larger than 128 px into 128-px tiles (else they are refused)
-    min_tissue: float = 0.              # slides, and images cut with tile_large: drop tiles with a smaller share of tissue
-    mpp: float | None = None            # slides: cut tiles at this many µm per pixel (None: see level)
-    level: int | None = None            # slides: cut tiles from this pyramid level as it is (None with mpp None: level 0)
-    skip_bad: bool = False              # skip unreadable or wrong-size files (with a warning naming them) instead of stopping
-    eval_tiles: int | None = None       # paired generation for the first N training tiles (None: all, the paper)
-    n_per_cluster: int = 100            # generated tiles per cluster for the per-cluster accuracy
-    gallery_n: int = 10                 # tiles per row in the galleries
-    sampling: SampleConfig = field(default_factory=SampleConfig)   # how tiles are generated (default: DDPM, all T steps)
-    pretrained_lpips: bool = True       # ImageNet VGG16 for LPIPS and the feature space, fetched at the start when missing
-                                        #   (False: untrained on purpose, for tests; the scores mean nothing)
-    feature_size: int = 224             # tiles resized to this for the VGG16 feature space (KID, FD, precision/recall, audit)
-    sweep_tiles: int = 500              # per K of the sweep: tiles generated (clusters drawn as in the training set) for KID and accuracy
-    sweep_steps: int | None = None      # their sampling steps (None: those of `sampling`)
-    min_cluster: float = 0.25           # a K votes only if its smallest cluster holds this fraction of an even share (n/K) of the training tiles
-    vqgan: VQGANConfig = field(default_factory=VQGANConfig)
-    ldm: LDMConfig = field(default_factory=LDMConfig)
-    finetune1: Finetune1Config = field(default_factory=Finetune1Config)
-    finetune2: Finetune2Config = field(default_factory=Finetune2Config)
+class SweepConfig(StageConfig):
+    "The K sweep: which Ks are trained, what each K generates for its KID and accuracy, which Ks may vote."
+    k_min: int = setting(10, "Smallest K of the sweep")
+    k_max: int = setting(16, "Largest K of the sweep (inclusive)")
+    sweep_tiles: int = setting(500, "Per K: tiles generated (clusters drawn as in the training set) "
+                                     "for KID and accuracy")
+    sweep_steps: int | None = setting(None, "Their sampling steps (default: those of the run's sampling)")
+    min_cluster: float = setting(0.25, "A K votes only if its smallest cluster holds this fraction of an even share "
+                                       "(n/K) of the training tiles")
 
     def __post_init__(self):
-        if not 2 <= self.k_min <= self.k_max: raise ValueError(f"k range: need 2 ≤ k_min ≤ k_max, got {self.k_min}-{self.k_max}.")
-        if not 0 <= self.min_tissue <= 1: raise ValueError(f"min_tissue: a share of tissue pixels in 0…1, got {self.min_tissue}.")
-        if self.mpp is not None and self.level is not None: raise ValueError("mpp, level: give one of them, not both.")
-        if (self.mpp is not None and not self.mpp > 0) or (self.level is not None and self.level < 0):
-            raise ValueError(f"mpp / level: need mpp > 0 (µm per pixel) and level ≥ 0, got mpp={self.mpp}, level={self.level}.")
-        if self.sweep_tiles < 2: raise ValueError(f"sweep_tiles: KID needs at least 2 generated tiles per K, got {self.sweep_tiles}.")
+        if not 2 <= self.k_min <= self.k_max:
+            raise ValueError(f"k range: need 2 ≤ k_min ≤ k_max, got {self.k_min}-{self.k_max}.")
+        if self.sweep_tiles < 2:
+            raise ValueError(f"sweep_tiles: KID needs at least 2 generated tiles per K, got {self.sweep_tiles}.")
 
     @property
     def ks(self) -> list[int]: return list(range(self.k_min, self.k_max + 1))
 
+@dataclass
+class DataConfig(StageConfig):
+    "How the run reads its data: which files, how slides and large images are cut, how the tiles are split."
+    n_chunks: int = setting(11, "The paper's split: array_split into this many chunks, the last one is the test set")
+    split_seed: int | None = setting(None, "Shuffle the tiles with this seed before splitting "
+                                           "(default: the paper's order)")
+    tile_large: bool = setting(False, "Cut images larger than 128 px into 128-px tiles (else they are refused)")
+    min_tissue: float = setting(0., "Slides and --tile_large: drop tiles with less than this share of tissue (0-1)")
+    mpp: float | None = setting(None, "Slides: cut tiles at this many microns per pixel (default: full resolution)")
+    level: int | None = setting(None, "Slides: cut tiles from this pyramid level as it is, instead of --mpp")
+    skip_bad: bool = setting(False, "Skip unreadable or wrong-size image files (named in a warning) "
+                                    "instead of stopping")
+
+    def __post_init__(self):
+        if not 0 <= self.min_tissue <= 1:
+            raise ValueError(f"min_tissue: a share of tissue pixels in 0…1, got {self.min_tissue}.")
+        if self.mpp is not None and self.level is not None: raise ValueError("mpp, level: give one of them, not both.")
+        if (self.mpp is not None and not self.mpp > 0) or (self.level is not None and self.level < 0):
+            raise ValueError(f"mpp / level: need mpp > 0 (µm per pixel) and level ≥ 0, "
+                             f"got mpp={self.mpp}, level={self.level}.")
+
+    @property
+    def load_options(self) -> dict:
+        "The keywords of `load_data` (`00b_slides`) these settings give: how the run reads and cuts its tiles."
+        return dict(mpp=self.mpp, level=self.level, min_tissue=self.min_tissue, tile_large=self.tile_large,
+                    on_error='skip' if self.skip_bad else 'raise')
+
+@dataclass
+class EvalConfig(StageConfig):
+    "What the evaluation generates and how it scores: paired tiles, tiles per cluster, galleries, the VGG16 features."
+    eval_tiles: int | None = setting(None, "Paired generation for the first N training tiles (default: all, the paper)")
+    n_per_cluster: int = setting(100, "Generated tiles per cluster for the per-cluster accuracy")
+    gallery_n: int = setting(10, "Tiles per row in the galleries")
+    pretrained_lpips: bool = setting(True, "ImageNet VGG16 for LPIPS and the feature space, fetched at the start when "
+                                           "missing (false: untrained on purpose, for tests; the scores mean nothing)")
+    feature_size: int = setting(224, "Tiles resized to this for the VGG16 feature space "
+                                     "(KID, FD, precision/recall, audit)")
+
+#| export
+@dataclass
+class RunConfig(StageConfig):
+    "Every setting of one `cldm run`, in groups: the run's own, K sweep, data, stages, sampling, evaluation."
+    preset: str = 'paper'
+    seed: int = 765
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    vqgan: VQGANConfig = field(default_factory=VQGANConfig)
+    ldm: LDMConfig = field(default_factory=LDMConfig)
+    finetune1: Finetune1Config = field(default_factory=Finetune1Config)
+    finetune2: Finetune2Config = field(default_factory=Finetune2Config)
+    sampling: SampleConfig = field(default_factory=SampleConfig)   # how tiles are generated (default: DDPM, all T)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    grouped = ('sweep', 'data', 'evaluation')   # the groups of the settings that earlier configs held at the top
+
+    @classmethod
+    def flat_keys(cls) -> dict[str, str]:
+        "Each setting of the `grouped` groups by its own name → its dotted key (`k_max` → `sweep.k_max`)."
+        hints = typing.get_type_hints(cls)
+        return {f.name: f'{g}.{f.name}' for g in cls.grouped for f in dataclasses.fields(hints[g])}
+
+    def replace(self, **kw) -> 'RunConfig':
+        "A copy with some fields changed; the `grouped` settings also by their own names (`k_max=6`)."
+        flat, groups = self.flat_keys(), {}
+        for k in [k for k in kw if k in flat]: groups.setdefault(flat[k].split('.')[0], {})[k] = kw.pop(k)
+        kw.update({g: kw.get(g, getattr(self, g)).replace(**sub) for g, sub in groups.items()})
+        return dataclasses.replace(self, **kw)
+
+    @property
+    def ks(self) -> list[int]: return self.sweep.ks
+
     @property
     def load_options(self) -> dict:
         "The keywords of `load_data` (`00b_slides`) this config sets: how the run reads and cuts its tiles."
-        return dict(mpp=self.mpp, level=self.level, min_tissue=self.min_tissue, tile_large=self.tile_large,
-                    on_error='skip' if self.skip_bad else 'raise')
+        return self.data.load_options
+
+    @classmethod
+    def _preset(cls, base: 'RunConfig', preset: dict, kw: dict) -> 'RunConfig':
+        "`base` with the `preset`'s settings, then `kw` (a group given whole replaces the preset's settings in it)."
+        flat = cls.flat_keys()
+        preset = {k: v for k, v in preset.items() if flat.get(k, '.').split('.')[0] not in kw}
+        return base.replace(**{**preset, **kw})
 
     @classmethod
     def tiny(cls, **kw) -> 'RunConfig':
         "The CPU demo: small models, short training (Adam where the paper's optimiser would not move in time), K = 3…5."
-        return cls(**{**dict(preset='tiny', k_min=3, k_max=5, eval_tiles=64, n_per_cluster=16, gallery_n=8,
-                             sampling=SampleConfig(steps=50), sweep_tiles=32, sweep_steps=25,
-                             vqgan=VQGANConfig.tiny(epochs=12, lr=1e-3, disc_start=10**6),
-                             ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3),
-                             finetune1=Finetune1Config.tiny(lr=3e-3, epochs=30), finetune2=Finetune2Config.tiny(epochs=4)), **kw})
+        return cls._preset(cls(), dict(preset='tiny', k_min=3, k_max=5, eval_tiles=64, n_per_cluster=16, gallery_n=8,
+                                       sampling=SampleConfig(steps=50), sweep_tiles=32, sweep_steps=25,
+                                       vqgan=VQGANConfig.tiny(epochs=12, lr=1e-3, disc_start=10**6),
+                                       ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3),
+                                       finetune1=Finetune1Config.tiny(lr=3e-3, epochs=30),
+                                       finetune2=Finetune2Config.tiny(epochs=4)), kw)
 
     @classmethod
     def smoke(cls, **kw) -> 'RunConfig':
-        "Seconds per stage (one short epoch each, K = 2…3, 3 sampling steps): checks a data folder and an install; its numbers mean nothing."
-        return cls.tiny(**{**dict(preset='smoke', k_min=2, k_max=3, eval_tiles=6, n_per_cluster=3, gallery_n=3, sampling=SampleConfig(steps=3),
-                                  feature_size=64, sweep_tiles=4, sweep_steps=2,
-                                  vqgan=VQGANConfig.tiny(epochs=1), ldm=LDMConfig.tiny(epochs=1),
-                                  finetune1=Finetune1Config.tiny(epochs=1), finetune2=Finetune2Config.tiny(epochs=1)), **kw})
+        "Seconds per stage (one short epoch each, K = 2…3, 3 sampling steps): checks a data folder and an install."
+        stages = dict(vqgan=VQGANConfig.tiny(epochs=1), ldm=LDMConfig.tiny(epochs=1),
+                      finetune1=Finetune1Config.tiny(epochs=1), finetune2=Finetune2Config.tiny(epochs=1))
+        return cls._preset(cls.tiny(), dict(preset='smoke', k_min=2, k_max=3, eval_tiles=6, n_per_cluster=3,
+                                            gallery_n=3, sampling=SampleConfig(steps=3), feature_size=64, sweep_tiles=4,
+                                            sweep_steps=2, **stages), kw)
 
     @classmethod
     def cpu(cls, **kw) -> 'RunConfig':
-        "What `cldm run` uses without a GPU: about 15 min on 2 cores for the sample, spent where the measurements of the lab notebooks say it pays."
+        "What `cldm run` uses without a GPU: about 15 min on 2 cores for the sample, spent where the lab says it pays."
         unet = UNetConfig.tiny(n_clusters=4, null_cluster=True, prediction='v')
-        return cls.tiny(**{**dict(preset='cpu', n_per_cluster=32, gallery_n=8, sweep_tiles=32, sweep_steps=None,
-                                  sampling=SampleConfig(sampler='ddim', steps=25, spacing='trailing', guidance_scale=2., clip_x0='range'),
-                                  vqgan=VQGANConfig.tiny(ch=(16, 32, 32), mid=(32, 32), crop=64, epochs=88, lr=1e-3, disc_start=10**6),
-                                  ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3, unet=unet, p_uncond=0.1),
-                                  finetune1=Finetune1Config(batch_size=16, epochs=110, lr=1e-3, ema_decay=0.995, p_uncond=0.1, lr_decay='cosine'),
-                                  finetune2=Finetune2Config.tiny(epochs=2, p_uncond=0.1)), **kw})
+        sampling = SampleConfig(sampler='ddim', steps=25, spacing='trailing', guidance_scale=2., clip_x0='range')
+        ft1 = Finetune1Config(batch_size=16, epochs=110, lr=1e-3, ema_decay=0.995, p_uncond=0.1, lr_decay='cosine')
+        vq = VQGANConfig.tiny(ch=(16, 32, 32), mid=(32, 32), crop=64, epochs=88, lr=1e-3, disc_start=10**6)
+        stages = dict(vqgan=vq,
+                      ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3, unet=unet, p_uncond=0.1),
+                      finetune1=ft1, finetune2=Finetune2Config.tiny(epochs=2, p_uncond=0.1))
+        return cls._preset(cls.tiny(), dict(preset='cpu', n_per_cluster=32, gallery_n=8, sweep_tiles=32,
+                                            sweep_steps=None, sampling=sampling, **stages), kw)
 
     @property
     def sweep_sampling(self) -> SampleConfig:
-        "The sampler settings of the K sweep's quick generations: `sampling` with `sweep_steps` steps when set."
-        return self.sampling if self.sweep_steps is None else self.sampling.replace(steps=self.sweep_steps)
+        "The sampler settings of the K sweep's quick generations: `sampling` with `sweep.sweep_steps` steps when set."
+        steps = self.sweep.sweep_steps
+        return self.sampling if steps is None else self.sampling.replace(steps=steps)
 
     @classmethod
     def preset_config(cls, preset: str, **kw) -> 'RunConfig':
-        "`RunConfig()` for 'paper', `.cpu()` for 'cpu', `.tiny()` for 'tiny', `.smoke()` for 'smoke'."
-        presets = dict(paper=cls, cpu=cls.cpu, tiny=cls.tiny, smoke=cls.smoke)
-
+        "`RunConfig()` for 'paper', `.cpu()`, `.tiny()`, `.smoke()` for the others; `kw` as `replace`'s."
+        presets = dict(paper=lambda **kw: cls().replace(**kw), cpu=cls.cpu, tiny=cls.tiny, smoke=cls.smoke)
         if preset not in presets: raise ValueError(f"preset: one of {', '.join(presets)}, got {preset!r}.")
         return presets[preset](**kw)
 
@@ -113,8 +178,15 @@ class RunConfig(StageConfig):
 
     @classmethod
     def from_dict(cls, d: dict) -> 'RunConfig':
-        "`StageConfig.from_dict`; the `pretrained_lpips=None` of runs made by v0.1.0 ('when installed') reads as True, since the weights are now fetched."
-        return super().from_dict({**d, 'pretrained_lpips': True} if d.get('pretrained_lpips', True) is None else d)
+        """`StageConfig.from_dict`, also of the flat configs of earlier runs (grouped settings at the top: `flat_keys`).
+        The `pretrained_lpips=None` of v0.1.0 runs ('when installed') reads as True: the weights are now fetched."""
+        d, flat = dict(d), cls.flat_keys()
+        for k in [k for k in d if k in flat]:
+            group = flat[k].split('.')[0]
+            d[group] = {**d.get(group, {}), k: d.pop(k)}
+        if 'evaluation' in d and d['evaluation'].get('pretrained_lpips', True) is None:
+            d['evaluation'] = {**d['evaluation'], 'pretrained_lpips': True}
+        return super().from_dict(d)
 
 # %% ../nbs/07a_config.ipynb #20593a0e
 def read_run_config(path: str | Path) -> RunConfig:
@@ -129,7 +201,7 @@ def read_run_config(path: str | Path) -> RunConfig:
 
 # %% ../nbs/07a_config.ipynb #532f3ece
 def config_keys(cfg: StageConfig, prefix: str = '') -> dict[str, object]:
-    "Every setting of `cfg` as its dotted key → its type, nested configs walked (`vqgan.epochs`, `ldm.unet.channels`, `sampling.steps`, …)."
+    "Every setting of `cfg` as its dotted key → its type, nested configs walked (`sweep.k_max`, `ldm.unet.channels`)."
     hints, keys = typing.get_type_hints(type(cfg)), {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
@@ -137,10 +209,22 @@ def config_keys(cfg: StageConfig, prefix: str = '') -> dict[str, object]:
         else: keys[f'{prefix}{f.name}'] = hints[f.name]
     return keys
 
-def _type_name(hint) -> str: return ' | '.join(getattr(a, '__name__', str(a)).replace('NoneType', 'null') for a in (typing.get_args(hint) or (hint,)))
+def changed_keys(before: dict, now: dict, prefix: str = '') -> list[str]:
+    "The dotted keys whose values differ between two configs' `to_dict()` (`sweep.k_max`, `vqgan.epochs`), sorted."
+    keys = []
+    for k in sorted(set(before) | set(now)):
+        a, b = before.get(k), now.get(k)
+        if isinstance(a, dict) and isinstance(b, dict): keys += changed_keys(a, b, f'{prefix}{k}.')
+        elif a != b: keys.append(prefix + k)
+    return keys
+
+def _type_name(hint) -> str:
+    names = (getattr(a, '__name__', str(a)) for a in (typing.get_args(hint) or (hint,)))
+    return ' | '.join(n.replace('NoneType', 'null') for n in names)
 
 def typed_value(key: str, text: str, hint):
-    "`text` as a value of type `hint`: JSON when it parses (numbers, true/false, null, lists), else the text itself; a ValueError naming `key` when it does not fit."
+    """`text` as a value of type `hint`: JSON when it parses (numbers, true/false, null, lists), else the text itself;
+    a ValueError naming `key` when it does not fit."""
     try: value = json.loads(text)
     except json.JSONDecodeError: value = text
     allowed = set(typing.get_args(hint) or (hint,))
@@ -154,17 +238,23 @@ def typed_value(key: str, text: str, hint):
     if str in allowed: return text
     raise ValueError(f"--set {key}={text}: expected {_type_name(hint)}.")
 
+def _unknown_key(key: str, keys: dict) -> ValueError:
+    "The error for a `--set` key not in `keys`: a moved setting's new key, else valid keys nearby."
+    if key in (moved := RunConfig.flat_keys()):
+        return ValueError(f"--set {key}: this setting moved into its group, {moved[key]}; "
+                          f"use --set {moved[key]}=VALUE.")
+    group = [k for k in keys if k.startswith(key + '.')]
+    inside = group or [k for k in keys if k.startswith(key.rpartition('.')[0] + '.')]
+    return ValueError(f"--set {key}: {'a group of settings' if group else 'no such setting'}; "
+                      f"valid keys{' here' if inside else ''}: {', '.join(inside or keys)}.")
+
 def apply_overrides(cfg: RunConfig, items: Sequence[str]) -> RunConfig:
-    "`cfg` with `KEY=VALUE` settings applied (keys of `config_keys`, values `typed_value`), rebuilt through every config's checks."
+    "`cfg` with `KEY=VALUE` settings applied (keys of `config_keys`, values `typed_value`), rebuilt through all checks."
     keys, d = config_keys(cfg), cfg.to_dict()
     for item in items:
         key, eq, text = item.partition('=')
         if not (eq and key): raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set vqgan.epochs=10.")
-        if key not in keys:
-            group = [k for k in keys if k.startswith(key + '.')]
-            inside = group or [k for k in keys if k.startswith(key.rpartition('.')[0] + '.')]
-            raise ValueError(f"--set {key}: {'a group of settings' if group else 'no such setting'}; "
-                             f"valid keys{' here' if inside else ''}: {', '.join(inside or keys)}.")
+        if key not in keys: raise _unknown_key(key, keys)
         *path, last = key.split('.')
         node = d
         for p in path: node = node[p]

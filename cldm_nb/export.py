@@ -50,7 +50,7 @@ def export_config(run: Run, vq: VQVAE, unet: CondUNet, head: ClusterHead, data_l
                 k=run.k, cluster_names=names, sampling=run.sampling.to_dict(),
                 autoencoder=vq.cfg.to_dict(), unet=unet.cfg.to_dict(), cluster_head=model_spec(unet, head)['head'],
                 latent_scale=float(unet.latent_scale), latent_range=unet.x0_range.tolist(),
-                slides=dict(mpp=run.cfg.mpp, level=run.cfg.level, min_tissue=run.cfg.min_tissue),
+                slides=dict(mpp=run.cfg.data.mpp, level=run.cfg.data.level, min_tissue=run.cfg.data.min_tissue),
                 training=dict(config=run.cfg.to_dict(), kept=run.kept, data=Path(run.data).name if run.data else None,
                               data_licence=data_licence or 'unknown (not stated when the model was exported)'))
 
@@ -119,7 +119,7 @@ def model_card(run: Run, config: dict, sizes: dict[str, int]) -> str:
         + (f", cut from slides at {mpp:g} µm/px" if mpp else "") + ".",
         f"- Licence of the training data: {config['training']['data_licence']}.", "",
         "## Training", "",
-        f"- Preset `{cfg.preset}`, seed {cfg.seed}; {steps}; K swept over {cfg.k_min}…{cfg.k_max}, chosen K = {config['k']}; "
+        f"- Preset `{cfg.preset}`, seed {cfg.seed}; {steps}; K swept over {cfg.sweep.k_min}…{cfg.sweep.k_max}, chosen K = {config['k']}; "
         f"final model from {config['training']['kept']}.",
         f"- cldm_nb {meta.get('version', '?')}, torch {meta.get('torch', '?')}, device `{meta.get('device', '?')}`; "
         + (f"{total / 60:.0f} minutes of stages" if total else "time not recorded") + (f", peak memory {times['peak_rss_gb']} GB" if times.get('peak_rss_gb') else "") + ".",

@@ -72,8 +72,8 @@ def map_slide(run: str | Path | Run | Pretrained, slide: str | Path, out: str | 
     "Assign every tissue tile of `slide` to a cluster with a run's model (or an export's, `load_pretrained`); write `out` (PNG, default `run/maps/<slide>.png`, `maps/<slide>.png` for an export), its CSV and its GeoJSON (`tiles_geojson`)."
     run, slide, dev = run if isinstance(run, (Run, Pretrained)) else Run.open(run), Path(slide), resolve_device(device)
     folder, model = (run, run.pretrained(dev)) if isinstance(run, Run) else (RunFolder(Path()), run)
-    if mpp is None and level is None: mpp, level = model.cfg.mpp, model.cfg.level
-    plan = plan_slide(slide, mpp=mpp, level=level, min_tissue=model.cfg.min_tissue, name=name)
+    if mpp is None and level is None: mpp, level = model.cfg.data.mpp, model.cfg.data.level
+    plan = plan_slide(slide, mpp=mpp, level=level, min_tissue=model.cfg.data.min_tissue, name=name)
     vq, (_, head), names = model.vqgan(dev), model.ldm(dev), model.cluster_names()
     probs = np.concatenate([cluster_probs(head, encode_latents(vq, b, device=dev)) for b in iter_slide_tiles(plan, batch_size)])
     clusters = probs.argmax(1)

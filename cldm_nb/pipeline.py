@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import cldm_nb
-from .config import RunConfig
+from .config import RunConfig, changed_keys
 from .data import check_manifest, read_manifest, sample_data, split_indices, write_json, write_manifest, atomic_path
 from .distributed import (
     barrier, broadcast_object, dist_env, init_distributed, is_main, resolve_device, run_lock, shard_map)
@@ -53,7 +53,7 @@ def prepare_out(out: str | Path, cfg: RunConfig, data: str | Path, device: torch
         except (KeyError, TypeError, ValueError): before = {}
         if before != now or saved.get('data') != str(data):
             if not force:
-                diff = [k for k in set(before) | set(now) if before.get(k) != now.get(k)]
+                diff = changed_keys(before, now)
                 if saved.get('data') != str(data): diff.append('data')
                 raise ValueError(f"{out}: holds a run with a different config (differs in: {', '.join(sorted(diff))}). "
                                  "Use another --out, or --force to move that run aside and start afresh.")
@@ -88,41 +88,41 @@ def data_stage(data: str | Path, out: Path, cfg: RunConfig) -> tuple[np.ndarray,
     "Load tiles (slides: cut into the run's tile store), split (paper), write or check `manifest.json`; returns all tiles and the training indices."
     folder = RunFolder(out)
     tiles, names = load_data(data, folder.tile_store, **cfg.load_options, masks=folder.tissue_dir)
-    need = max(cfg.n_chunks, cfg.k_max + 1)
-    if len(tiles) < need: raise ValueError(f"{data}: {len(tiles)} tiles are too few for {cfg.n_chunks} chunks and K up to {cfg.k_max}; "
+    need = max(cfg.data.n_chunks, cfg.sweep.k_max + 1)
+    if len(tiles) < need: raise ValueError(f"{data}: {len(tiles)} tiles are too few for {cfg.data.n_chunks} chunks and K up to {cfg.sweep.k_max}; "
                                            "use more tiles or a smaller --k range.")
     if folder.manifest_file.exists(): m = check_manifest(folder.manifest_file, tiles); return tiles, m['train_idx']
-    train_idx, test_idx = split_indices(len(tiles), cfg.n_chunks, cfg.split_seed)
-    write_manifest(folder.manifest_file, tiles, names, train_idx, test_idx, source=data, seed=cfg.split_seed, n_chunks=cfg.n_chunks)
+    train_idx, test_idx = split_indices(len(tiles), cfg.data.n_chunks, cfg.data.split_seed)
+    write_manifest(folder.manifest_file, tiles, names, train_idx, test_idx, source=data, seed=cfg.data.split_seed, n_chunks=cfg.data.n_chunks)
     return tiles, train_idx
 
 def vgg_weights_stage(cfg: RunConfig, log=print) -> None:
     "At the start of a run, before any training: the ImageNet VGG16 weights fetched once per machine when missing (`fetch_vgg16_weights`); stops with the fix when they cannot be."
-    if not cfg.pretrained_lpips: return
+    if not cfg.evaluation.pretrained_lpips: return
     if dist_env()[2] == 0: fetch_vgg16_weights(lambda s: log(f"cldm run: {s}"))
     barrier()
-    require_vgg16_weights('cldm run', 'RunConfig(pretrained_lpips=False), `cldm run --untrained_lpips`')
+    require_vgg16_weights('cldm run', 'RunConfig().replace(pretrained_lpips=False), `cldm run --untrained_lpips`')
 
 def feature_space(cfg: RunConfig) -> tuple[torch.nn.Module, str]:
     "The run's feature extractor (ImageNet VGG16, or untrained with `pretrained_lpips=False`) and its name for the report."
-    return vgg16_features(cfg.pretrained_lpips), feature_space_name('vgg16', cfg.feature_size, cfg.pretrained_lpips)
+    return vgg16_features(cfg.evaluation.pretrained_lpips), feature_space_name('vgg16', cfg.evaluation.feature_size, cfg.evaluation.pretrained_lpips)
 
 def train_features(train: np.ndarray, out: Path, cfg: RunConfig, device, name: str = 'train') -> np.ndarray:
     "Feature-space vectors of the training tiles (or of tiles made from them, e.g. `name='reconstructions'`), computed once per run (`features/{name}.npy`, by every rank, written by rank 0) for the sweep, the metrics and the audit."
     path = RunFolder(out).features_file(name)
     if broadcast_object(path.exists()): return np.load(path)          # every rank takes rank 0's decision
-    f = image_features(train, net=feature_space(cfg)[0], size=cfg.feature_size, device=device)
+    f = image_features(train, net=feature_space(cfg)[0], size=cfg.evaluation.feature_size, device=device)
     if is_main():
         with atomic_path(path) as tmp, open(tmp, 'wb') as fh: np.save(fh, f)
     return f
 
 def sweep_quality(unet, head, vq, labels: np.ndarray, features: np.ndarray, cfg: RunConfig, k: int, device) -> dict:
-    "One K's joint-stage model: KID (vs the training tiles) and mean per-cluster accuracy of `cfg.sweep_tiles` generated tiles."
+    "One K's joint-stage model: KID (vs the training tiles) and mean per-cluster accuracy of `cfg.sweep.sweep_tiles` generated tiles."
     seed = derive_seed(cfg.seed, k)
-    ids = np.random.default_rng(seed).choice(labels, cfg.sweep_tiles)      # clusters in the training proportions
+    ids = np.random.default_rng(seed).choice(labels, cfg.sweep.sweep_tiles)      # clusters in the training proportions
     gen = sample(unet, vq, ids, cfg.sweep_sampling, torch.Generator().manual_seed(seed), progress=False)
     pred = assign_clusters(head, encode_latents(vq, gen, device=device))
-    fake = image_features(gen, net=feature_space(cfg)[0], size=cfg.feature_size, device=device)
+    fake = image_features(gen, net=feature_space(cfg)[0], size=cfg.evaluation.feature_size, device=device)
     kid_, kid_std = kid(features, fake, subset_size=max(2, len(fake) // 2), seed=cfg.seed)
     return dict(kid=kid_, kid_std=kid_std, accuracy=float(np.mean([(pred[ids == c] == c).mean() for c in np.unique(ids)])))
 
@@ -160,7 +160,7 @@ def k_sweep(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: P
     t0 = min(t['start'] for _, t in trained) if trained else 0.
     table.attrs['trained'] = {k: dict(rank=t['rank'], start=round(t['start'] - t0, 2), end=round(t['end'] - t0, 2)) for k, (_, t) in zip(cfg.ks, trained)}
     with atomic_path(folder.validity_file) as f: table.to_csv(f)
-    if scored: plot_validity(table, folder.validity_plot, cfg.min_cluster)
+    if scored: plot_validity(table, folder.validity_plot, cfg.sweep.min_cluster)
     return table, labels
 
 def choose_k(table: pd.DataFrame, min_cluster: float = 0.) -> int:
@@ -205,11 +205,11 @@ def distribution_stage(train: np.ndarray, features: np.ndarray, vq, cfg: RunConf
     "KID / FD / precision / recall of `out/generated` against the training tiles, with floors and beside the autoencoder's reconstructions of as many training tiles; the memorisation audit against the reconstructions of all training tiles (`recon`, made here when not given; the features by every rank; the rest on rank 0, `(None, None)` on the others)."
     net, name, folder = *feature_space(cfg), RunFolder(out)
     fake = as_tiles(folder.generated_dir, 'generated')
-    fake_features = as_features(fake, 'generated', net=net, size=cfg.feature_size, device=device)
+    fake_features = as_features(fake, 'generated', net=net, size=cfg.evaluation.feature_size, device=device)
     recon = reconstruct(vq, train, device=device) if recon is None else recon
     recon_features = train_features(recon, out, cfg, device, name='reconstructions')
     if not is_main(): return None, None
-    score = lambda x, fx, **kw: quality_report(train, x, net=net, size=cfg.feature_size, real_features=features, fake_features=fx,
+    score = lambda x, fx, **kw: quality_report(train, x, net=net, size=cfg.evaluation.feature_size, real_features=features, fake_features=fx,
                                                feature_space=name, seed=cfg.seed, device=device, **kw)
     q = score(fake, fake_features, train=recon, train_features=recon_features)   # a copy can come no closer than the reconstruction
     n = len(fake)
@@ -230,29 +230,29 @@ def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg
                    stages: Stages, features: np.ndarray | None = None, reconstruction: dict | None = None,
                    train_recon: np.ndarray | None = None) -> dict:
     "Paired generation, the three paired metrics, distribution + memorisation, per-cluster accuracy, galleries (under `torchrun`: every rank generates and extracts features; rank 0 the rest, and every file)."
-    n = len(train) if cfg.eval_tiles is None else min(cfg.eval_tiles, len(train))
+    n = len(train) if cfg.evaluation.eval_tiles is None else min(cfg.evaluation.eval_tiles, len(train))
     labels, main = assign_clusters(head, latents), is_main()   # the fine-tuned head's clusters of the training tiles
     folder = RunFolder(out)
     with stages('paired generation'):
         generate_for(train[:n], unet, vq, out_dir=folder.generated_dir, cluster_ids=labels[:n], cfg=cfg.sampling,
                      seed=cfg.seed, device=device, progress=main)
     with stages('SSIM / MS-SSIM / LPIPS'):
-        metrics = evaluate_pairs(train[:n], folder.generated_dir, pretrained_backbone=cfg.pretrained_lpips, device=device, progress=main)
-        metrics['lpips_backbone'] = 'ImageNet VGG16' if cfg.pretrained_lpips else 'untrained VGG16 (pretrained_lpips=False: values not meaningful)'
+        metrics = evaluate_pairs(train[:n], folder.generated_dir, pretrained_backbone=cfg.evaluation.pretrained_lpips, device=device, progress=main)
+        metrics['lpips_backbone'] = 'ImageNet VGG16' if cfg.evaluation.pretrained_lpips else 'untrained VGG16 (pretrained_lpips=False: values not meaningful)'
     with stages('distribution + memorisation'):
         features = features if features is not None else train_features(train, out, cfg, device)
         metrics['distribution'], metrics['memorisation'] = distribution_stage(train, features, vq, cfg, out, device, train_recon)
         metrics['reconstruction'] = reconstruction
         if main: write_json(folder.metrics_file, metrics)
     with stages('per-cluster accuracy'):
-        acc = cluster_accuracy(unet, head, vq, cfg.n_per_cluster, cfg=cfg.sampling, seed=cfg.seed, device=device, progress=main)
+        acc = cluster_accuracy(unet, head, vq, cfg.evaluation.n_per_cluster, cfg=cfg.sampling, seed=cfg.seed, device=device, progress=main)
         acc.insert(1, 'training_tiles', np.bincount(labels, minlength=head.n_clusters))    # 0: a cluster the head leaves empty
         if main:
             with atomic_path(folder.accuracy_file) as f: acc.to_csv(f, index=False)
             plot_cluster_accuracy(acc, path=folder.accuracy_plot)
     with stages('galleries'):
-        if main: cluster_gallery(train, labels, cfg.gallery_n, n_clusters=head.n_clusters, path=folder.gallery_real_file)
-        generated_gallery(unet, vq, cfg.gallery_n, cfg=cfg.sampling, seed=cfg.seed, device=device, path=folder.gallery_generated_file,
+        if main: cluster_gallery(train, labels, cfg.evaluation.gallery_n, n_clusters=head.n_clusters, path=folder.gallery_real_file)
+        generated_gallery(unet, vq, cfg.evaluation.gallery_n, cfg=cfg.sampling, seed=cfg.seed, device=device, path=folder.gallery_generated_file,
                           progress=main)
     with stages('label template'):
         if main and not folder.labels_file.exists(): write_label_template(folder.labels_file, head.n_clusters)
@@ -271,7 +271,7 @@ def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, 
 
 def _keep_clusters(unet, head, latents: torch.Tensor, cfg: RunConfig, finetune1_file: Path, device) -> tuple[nn.Module, nn.Module, dict]:
     "The fine-tuned model the run keeps (`kept_phase`; rank 0 decides for every rank), in eval mode, and the record of the choice."
-    kept = broadcast_object(kept_phase(head, latents, cfg.min_cluster, lambda: load_ldm(finetune1_file, device)[1]))
+    kept = broadcast_object(kept_phase(head, latents, cfg.sweep.min_cluster, lambda: load_ldm(finetune1_file, device)[1]))
     unet, head = load_ldm(finetune1_file, device) if kept['phase'] == 'finetune1' else (unet, head)
     return unet.eval(), head.eval(), kept
 
@@ -279,7 +279,7 @@ def _stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, force:
     "Every stage, in the order every rank follows: each trains and computes its share, rank 0 alone logs and writes the run's files."
     main = is_main()
     log = log if main else (lambda *a: None)
-    log(f"cldm run: preset {cfg.preset}, device {device}, data {data}, out {out}, K {cfg.k_min}-{cfg.k_max}")
+    log(f"cldm run: preset {cfg.preset}, device {device}, data {data}, out {out}, K {cfg.sweep.k_min}-{cfg.sweep.k_max}")
     if main: out = prepare_out(out, cfg, data, device, force)
     barrier()                                                  # the folder and its config.json are there
     folder = RunFolder(out)
@@ -298,9 +298,9 @@ def _stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, force:
                      train=reconstruction_psnr(vq, train, recon=train_recon))
     with stages('training-tile features'):
         features = train_features(train, out, cfg, device)
-    with stages(f'joint LDM + validity, K = {cfg.k_min}…{cfg.k_max}'):
+    with stages(f'joint LDM + validity, K = {cfg.sweep.k_min}…{cfg.sweep.k_max}'):
         table, _ = k_sweep(train, vq, latents, cfg, out, device, features)
-    k = broadcast_object((k or choose_k(table, cfg.min_cluster)) if main else None)
+    k = broadcast_object((k or choose_k(table, cfg.sweep.min_cluster)) if main else None)
     with stages(f'finetune-1 (K = {k})'):
         unet, head = load_ldm(folder.checkpoint('ldm', k), device)
         unet, head = finetune1(unet, head, train, vq, cfg.finetune1, folder.k_dir(k), device=device, progress=main)
@@ -309,7 +309,7 @@ def _stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, force:
         unet, head, kept = _keep_clusters(unet, head, latents, cfg, folder.checkpoint('finetune1', k), device)
     if kept['phase'] == 'finetune1':
         log(f"finetune-2 left a cluster at {kept['finetune2_smallest_cluster']:g} of an even share (under min_cluster = "
-            f"{cfg.min_cluster:g}): keeping finetune-1's model, smallest cluster {kept['smallest_cluster']:g}")
+            f"{cfg.sweep.min_cluster:g}): keeping finetune-1's model, smallest cluster {kept['smallest_cluster']:g}")
     result = evaluate_stage(train, latents, vq, unet, head, cfg, out, device, stages, features, recon, train_recon)
     if not main: return dict(out=out, k=k)
     with stages(folder.clusters_file.name):
