@@ -12,7 +12,7 @@ import torch
 from .data import atomic_path
 
 # %% auto #0
-__all__ = ['RETIRED_AFTER', 'StageConfig', 'save_checkpoint', 'load_checkpoint']
+__all__ = ['RETIRED_AFTER', 'StageConfig', 'save_checkpoint', 'load_checkpoint', 'phase_checkpoint']
 
 # %% ../nbs/00d_checkpoints.ipynb #fb0e1eb7
 def _plain(v):
@@ -80,3 +80,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = 'cpu') 
     except Exception as e:
         raise ValueError(f"{path}: corrupt or incompatible checkpoint ({type(e).__name__}: {str(e)[:200]}). "
                          "Delete it to restart this stage, or restore it from a backup.") from None
+
+def phase_checkpoint(out_dir: str | Path, phase: str) -> Path:
+    "Where a training phase named `phase` keeps its checkpoint in `out_dir`: `out_dir/{phase}.pt` (the one naming rule)."
+    return Path(out_dir)/f'{phase}.pt'

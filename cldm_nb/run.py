@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from fastcore.basics import patch
 
+from .checkpoints import phase_checkpoint
 from .config import RunConfig, read_run_config
 from .data import check_manifest, read_manifest
 from .unet import CondUNet
@@ -66,7 +67,7 @@ class RunFolder:
 
     def checkpoint(self, phase: str, k: int | None = None) -> Path:
         "A phase's checkpoint: `vqgan/vqgan.pt`, or `k{K}/{phase}.pt` for `ldm`, `finetune1`, `finetune2`."
-        return self.vqgan_dir/f'{phase}.pt' if phase == 'vqgan' else self.k_dir(k)/f'{phase}.pt'
+        return phase_checkpoint(self.vqgan_dir if phase == 'vqgan' else self.k_dir(k), phase)
 
     def sweep_quality_file(self, k: int) -> Path:
         "KID and accuracy of K's joint-stage model, written by the sweep."

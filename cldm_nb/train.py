@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .data import atomic_path
-from .checkpoints import StageConfig, load_checkpoint, save_checkpoint
+from .checkpoints import StageConfig, load_checkpoint, phase_checkpoint, save_checkpoint
 from .distributed import _resident, _sharing, _to_device, barrier, fast_cuda, init_distributed, resolve_device
 
 # %% auto #0
@@ -140,7 +140,7 @@ class Trainer:
             m.requires_grad_(k not in self.frozen)
 
     @property
-    def ckpt_path(self) -> Path: return self.out_dir/f'{self.name}.pt'
+    def ckpt_path(self) -> Path: return phase_checkpoint(self.out_dir, self.name)
     @property
     def metrics(self) -> dict[str, float]:
         "The current epoch's mean of each metric so far (reads the device: once per `sync_steps`, not per step)."
