@@ -17,13 +17,15 @@ from .diffusion import LDMConfig
 from .finetune import Finetune1Config, Finetune2Config
 
 # %% auto #0
-__all__ = ['setting', 'SweepConfig', 'DataConfig', 'EvalConfig', 'RunConfig', 'read_run_config', 'config_keys', 'changed_keys',
-           'typed_value', 'apply_overrides']
+__all__ = ['SWEEP_PHASES', 'setting', 'SweepConfig', 'DataConfig', 'EvalConfig', 'RunConfig', 'read_run_config', 'config_keys',
+           'changed_keys', 'typed_value', 'apply_overrides']
 
 # %% ../nbs/07a_config.ipynb #dcde7a41
 def setting(default, help: str):
     "A dataclass field with its `help` text in its metadata: `cldm run --help` shows it for the options made from it."
     return field(default=default, metadata=dict(help=help))
+
+SWEEP_PHASES = ('all', 'joint')      # what each K of the sweep goes through before the vote
 
 @dataclass
 class SweepConfig(StageConfig):
@@ -35,12 +37,21 @@ class SweepConfig(StageConfig):
     sweep_steps: int | None = setting(None, "Their sampling steps (default: those of the run's sampling)")
     min_cluster: float = setting(0.25, "A K votes only if its smallest cluster holds this fraction of an even share "
                                        "(n/K) of the training tiles")
+    phases: str = setting('all', "Each K's training before the vote: all (joint, finetune-1, finetune-2; the paper) "
+                                 "or joint (the joint stage only; the chosen K is fine-tuned after the vote)")
 
     def __post_init__(self):
         if not 2 <= self.k_min <= self.k_max:
             raise ValueError(f"k range: need 2 ≤ k_min ≤ k_max, got {self.k_min}-{self.k_max}.")
         if self.sweep_tiles < 2:
             raise ValueError(f"sweep_tiles: KID needs at least 2 generated tiles per K, got {self.sweep_tiles}.")
+        if self.phases not in SWEEP_PHASES:
+            raise ValueError(f"phases: one of {', '.join(SWEEP_PHASES)}, got {self.phases!r}.")
+
+    @property
+    def last_phase(self) -> str:
+        "The phase whose model each K is judged by: `finetune2` when every K goes through all three, else `ldm`."
+        return 'finetune2' if self.phases == 'all' else 'ldm'
 
     @property
     def ks(self) -> list[int]: return list(range(self.k_min, self.k_max + 1))
@@ -129,8 +140,10 @@ class RunConfig(StageConfig):
 
     @classmethod
     def tiny(cls, **kw) -> 'RunConfig':
-        "The CPU demo: small models, short training (Adam where the paper's optimiser would not move in time), K = 3…5."
-        return cls._preset(cls(), dict(preset='tiny', k_min=3, k_max=5, eval_tiles=64, n_per_cluster=16, gallery_n=8,
+        ("The CPU demo: small models, short training (Adam where the paper's optimiser would not move in time), K = 3…5, "
+         "the sweep's Ks trained in the joint stage only (a CPU's minutes go to the chosen K's fine-tuning).")
+        return cls._preset(cls(), dict(preset='tiny', k_min=3, k_max=5, phases='joint', eval_tiles=64, n_per_cluster=16,
+                                       gallery_n=8,
                                        sampling=SampleConfig(steps=50), sweep_tiles=32, sweep_steps=25,
                                        vqgan=VQGANConfig.tiny(epochs=12, lr=1e-3, disc_start=10**6),
                                        ldm=LDMConfig.tiny(epochs=4, optimizer='adam', lr=1e-3),
@@ -179,13 +192,15 @@ class RunConfig(StageConfig):
     @classmethod
     def from_dict(cls, d: dict) -> 'RunConfig':
         """`StageConfig.from_dict`, also of the flat configs of earlier runs (grouped settings at the top: `flat_keys`).
-        The `pretrained_lpips=None` of v0.1.0 runs ('when installed') reads as True: the weights are now fetched."""
+        The `pretrained_lpips=None` of v0.1.0 runs ('when installed') reads as True: the weights are now fetched.
+        A config without `sweep.phases` was written before every K went through all three phases: it reads as 'joint'."""
         d, flat = dict(d), cls.flat_keys()
         for k in [k for k in d if k in flat]:
             group = flat[k].split('.')[0]
             d[group] = {**d.get(group, {}), k: d.pop(k)}
         if 'evaluation' in d and d['evaluation'].get('pretrained_lpips', True) is None:
             d['evaluation'] = {**d['evaluation'], 'pretrained_lpips': True}
+        if 'phases' not in d.get('sweep', {}): d['sweep'] = {**d.get('sweep', {}), 'phases': 'joint'}
         return super().from_dict(d)
 
 # %% ../nbs/07a_config.ipynb #20593a0e

@@ -31,7 +31,7 @@ from .gallery import (generate_for, cluster_accuracy, plot_cluster_accuracy, clu
                              write_label_template, as_tiles, derive_seed, reconstruct)
 from .features import as_features, vgg16_features, image_features, feature_space_name
 from .audit import plot_nearest, nearest_training
-from .metrics import evaluate_pairs, kid, quality_report, reconstruction_psnr
+from .metrics import METRICS, evaluate_pairs, kid, quality_report, reconstruction_psnr
 from .maps import map_run_slides
 from .report import write_report
 from .run import RunFolder
@@ -116,36 +116,54 @@ def train_features(train: np.ndarray, out: Path, cfg: RunConfig, device, name: s
         with atomic_path(path) as tmp, open(tmp, 'wb') as fh: np.save(fh, f)
     return f
 
-def sweep_quality(unet, head, vq, labels: np.ndarray, features: np.ndarray, cfg: RunConfig, k: int, device) -> dict:
-    "One K's joint-stage model: KID (vs the training tiles) and mean per-cluster accuracy of `cfg.sweep.sweep_tiles` generated tiles."
+def sweep_quality(unet, head, vq, train: np.ndarray, labels: np.ndarray, features: np.ndarray, cfg: RunConfig, k: int,
+                  device) -> dict:
+    ("One K's model (the last phase of its sweep): `cfg.sweep.sweep_tiles` training tiles drawn at random, each with a "
+     "tile generated under its cluster; the paper's Table 4 (SSIM, MS-SSIM, LPIPS of the pairs), KID against all "
+     "training tiles and the mean per-cluster accuracy of the generated tiles.")
     seed = derive_seed(cfg.seed, k)
-    ids = np.random.default_rng(seed).choice(labels, cfg.sweep.sweep_tiles)      # clusters in the training proportions
+    idx = np.sort(np.random.default_rng(seed).choice(len(train), min(cfg.sweep.sweep_tiles, len(train)), replace=False))
+    ids = labels[idx]                                                # clusters in the training proportions
     gen = sample(unet, vq, ids, cfg.sweep_sampling, torch.Generator().manual_seed(seed), progress=False)
     pred = assign_clusters(head, encode_latents(vq, gen, device=device))
     fake = image_features(gen, net=feature_space(cfg)[0], size=cfg.evaluation.feature_size, device=device)
     kid_, kid_std = kid(features, fake, subset_size=max(2, len(fake) // 2), seed=cfg.seed)
-    return dict(kid=kid_, kid_std=kid_std, accuracy=float(np.mean([(pred[ids == c] == c).mean() for c in np.unique(ids)])))
+    paired = evaluate_pairs(train[idx], gen, pretrained_backbone=cfg.evaluation.pretrained_lpips, device=device,
+                            progress=False)
+    return dict(kid=kid_, kid_std=kid_std, accuracy=float(np.mean([(pred[ids == c] == c).mean() for c in np.unique(ids)])),
+                **{m: paired[m] for m in METRICS})
 
-def _sweep_qualities(vq, labels: dict, features: np.ndarray, cfg: RunConfig, out: Path, device) -> None:
-    "`k{K}/sweep_quality.json` for each K without one: the Ks shared among the ranks, each from its joint-stage checkpoint; rank 0 writes."
-    folder = RunFolder(out)
+def _sweep_qualities(train: np.ndarray, vq, labels: dict, features: np.ndarray, cfg: RunConfig, out: Path, device) -> None:
+    ("`k{K}/sweep_quality.json` for each K without one: the Ks shared among the ranks, each from the checkpoint of its "
+     "sweep's last phase; rank 0 writes.")
+    folder, phase = RunFolder(out), cfg.sweep.last_phase
     todo = broadcast_object([k for k in cfg.ks if not folder.sweep_quality_file(k).exists()])
-    done = shard_map(lambda k: sweep_quality(*load_ldm(folder.checkpoint('ldm', k), device), vq, labels[k], features, cfg, k, device), todo)
+    done = shard_map(lambda k: sweep_quality(*load_ldm(folder.checkpoint(phase, k), device), vq, train, labels[k], features,
+                                             cfg, k, device), todo)
     if not is_main(): return
     for k, q in zip(todo, done): write_json(folder.sweep_quality_file(k), q)
 
 def _train_k(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: Path, device, k: int) -> tuple[np.ndarray, dict]:
-    "One K's joint stage, trained by this rank alone; its head's labels of the training tiles and when (and by which rank) it trained."
-    start, rank = time.time(), dist_env()[0]
-    head = train_ldm(train, vq, cfg.for_k(k), RunFolder(out).k_dir(k), device=device, progress=rank == 0)[1]
+    ("One K of the sweep, trained by this rank alone: the joint stage and, with `sweep.phases='all'` (the paper), "
+     "finetune-1 and finetune-2 from its checkpoints as the chosen K's are; the labels its last head gives the training "
+     "tiles, and when (and by which rank) it trained.")
+    start, rank, folder = time.time(), dist_env()[0], RunFolder(out)
+    head = train_ldm(train, vq, cfg.for_k(k), folder.k_dir(k), device=device, progress=rank == 0)[1]
+    if cfg.sweep.phases == 'all':
+        unet, head = load_ldm(folder.checkpoint('ldm', k), device)
+        for finetune, phase_cfg in ((finetune1, cfg.finetune1), (finetune2, cfg.finetune2)):
+            unet, head = finetune(unet, head, train, vq, phase_cfg, folder.k_dir(k), device=device, progress=rank == 0)
     return assign_clusters(head, latents), dict(rank=rank, start=start, end=time.time())
 
 def k_sweep(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: Path, device,
             features: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
-    "Joint training for each K, the Ks shared among the ranks (a K per rank at a time); the validity table (also `validity.csv`/`.png`; rank 0, `None` on the others), with KID and accuracy per K given `features`, and each K's labels. The table's `attrs['trained']` says which rank trained each K, when."
+    ("Each K through the sweep's phases (`_train_k`), the Ks shared among the ranks (a K per rank at a time); the validity "
+     "table of the last heads' labels (also `validity.csv`/`.png`; rank 0, `None` on the others), with Table 4, KID and "
+     "accuracy per K given `features` (`sweep_quality`), and each K's labels. `attrs['trained']`: which rank trained "
+     "each K, when.")
     trained = shard_map(lambda k: _train_k(train, vq, latents, cfg, out, device, k), cfg.ks)
     labels = {k: y for k, (y, _) in zip(cfg.ks, trained)}
-    if features is not None: _sweep_qualities(vq, labels, features, cfg, out, device)
+    if features is not None: _sweep_qualities(train, vq, labels, features, cfg, out, device)
     if not is_main(): return None, labels
     cfeatures = cluster_features(latents)
     folder = RunFolder(out)
@@ -298,7 +316,8 @@ def _stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, force:
                      train=reconstruction_psnr(vq, train, recon=train_recon))
     with stages('training-tile features'):
         features = train_features(train, out, cfg, device)
-    with stages(f'joint LDM + validity, K = {cfg.sweep.k_min}…{cfg.sweep.k_max}'):
+    sweep = 'joint LDM' if cfg.sweep.phases == 'joint' else 'K sweep: joint, finetune-1, finetune-2'
+    with stages(f'{sweep} + validity, K = {cfg.sweep.k_min}…{cfg.sweep.k_max}'):
         table, _ = k_sweep(train, vq, latents, cfg, out, device, features)
     k = broadcast_object((k or choose_k(table, cfg.sweep.min_cluster)) if main else None)
     with stages(f'finetune-1 (K = {k})'):
