@@ -3,8 +3,9 @@ projection from step times measured on a GPU (`bench/gpu_check.sh`).
 
 `paper_stages(cfg, k, n_train)` is the one list of the paper job's stages: the VQ-GAN, the phases every K of the sweep
 trains, the phases the chosen K trains after the vote, and the generations (the sweep's and the evaluation's). Which
-phases run per K comes from `sweep_phases(cfg)`: a `sweep_phases` field of the config when it has one, else the table
-`SWEEP_PHASES` (today's `paper` preset: each K trains the joint stage, the chosen K finetune-1 and finetune-2).
+phases run per K comes from `sweep_phases(cfg)`, read from `cfg.sweep.phases`: 'all' (the `paper` preset, as the
+paper ran it: every K trains the joint stage, finetune-1 and finetune-2) or 'joint' (every K the joint stage, the
+chosen K then finetune-1 and finetune-2).
 
 Two ways to put hours on the list:
 
@@ -45,18 +46,14 @@ CKPT_MINUTES = 10.            # Trainer's ckpt_minutes: a checkpoint every 10 mi
 K = 14                        # the K fine-tuned and evaluated (the paper's choice)
 SAMPLE_BATCH = 64             # `sample`'s batch size: generation is timed and counted in batches of 64 tiles
 META = torch.device('meta')
-# Which diffusion phases each K of the sweep trains, and which the chosen K trains after the vote, when the config has
-# no `sweep_phases` field (today's `paper` preset; issue 43 makes every K run all three).
-SWEEP_PHASES = dict(per_k=('joint',), chosen_k=('finetune1', 'finetune2'))
 PHASES = ('joint', 'finetune1', 'finetune2')
+SWEEP_PHASES = {'all': dict(per_k=PHASES, chosen_k=()),           # `SweepConfig.phases` → what each K trains, then the chosen K
+                'joint': dict(per_k=('joint',), chosen_k=('finetune1', 'finetune2'))}
 
 
 def sweep_phases(c: RunConfig) -> dict[str, tuple[str, ...]]:
-    "The phases every K trains (`per_k`) and those only the chosen K trains (`chosen_k`): `c.sweep_phases` when the config has it, else `SWEEP_PHASES`."
-    per_k = getattr(c, 'sweep_phases', None)
-    if per_k is None: return SWEEP_PHASES
-    if unknown := set(per_k) - set(PHASES): raise ValueError(f"sweep_phases: {sorted(unknown)} are not phases; use some of {PHASES}.")
-    return dict(per_k=tuple(per_k), chosen_k=tuple(p for p in PHASES if p not in per_k))
+    "The phases every K trains (`per_k`) and those only the chosen K trains after the vote (`chosen_k`), by `c.sweep.phases`."
+    return SWEEP_PHASES[c.sweep.phases]
 
 
 @dataclass(frozen=True)

@@ -71,11 +71,10 @@ def test_projection_stages() -> None:
     check(training_units(cfg) <= units, f"the projection leaves out {training_units(cfg) - units}")
     gens = [s for s in stages if any(u == 'decode' for u, _ in s.parts)]
     check(len(gens) == 2, f"expected the sweep's and the evaluation's generations, got {[s.name for s in gens]}")
-    per_k = [s for s in stages if s.runs == len(cfg.ks)]
-    check([s.parts[0][0] for s in per_k] == list(SWEEP_PHASES['per_k']), f"per-K stages {[s.name for s in per_k]}")
-    every_k = type('SweepAll', (RunConfig,), {'sweep_phases': ('joint', 'finetune1', 'finetune2')})()
-    per_k = [s.parts[0][0] for s in paper_stages(every_k, 14, 10_000) if s.runs == len(cfg.ks)]
-    check(per_k == ['joint', 'finetune1', 'finetune2'], f"with sweep_phases on the config, per-K stages {per_k}")
+    per_k = [s.parts[0][0] for s in stages if s.runs == len(cfg.ks)]
+    check(per_k == list(SWEEP_PHASES['all']['per_k']), f"paper preset: per-K stages {per_k}, not all three phases")
+    joint = [s.parts[0][0] for s in paper_stages(cfg.replace(phases='joint'), 14, 10_000) if s.runs == len(cfg.ks)]
+    check(joint == ['joint'], f"with sweep.phases='joint', per-K stages {joint}")
     secs = {u: 0.01 for u in units}
     p = project(stages, secs)
     check(p['missing_units'] == [] and abs(p['total_hours'] - sum(r['hours'] for r in p['stages'])) < 1e-9, str(p))
