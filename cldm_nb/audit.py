@@ -88,7 +88,7 @@ def copy_distances(fake, train, k: int = 16, chunk: int = 512) -> dict[str, np.n
     best = [torch.einsum('qgsd,qkd->qkgs', _query_windows(fake[i:i + 32]), tw[cand[i:i + 32]]).flatten(2).max(2)
             for i in range(0, len(fake), 32)]
     r, arg = torch.cat([b.values for b in best]), torch.cat([b.indices for b in best])
-    d, o = (2 * (1 - r).clamp_min(0)).sqrt().sort(1)                # distance between standardised tiles: 0 (same) … 2
+    d, o = (2 * (1 - r).clamp_min(0)).sqrt().sort(1)  # distance between standardised tiles: 0 (same) … 2
     arg, n = arg.gather(1, o), 2 * m + 1
     g, s = arg // n ** 2, arg % n ** 2
     return dict(index=cand.gather(1, o).numpy(), distance=d.numpy(), g=g.numpy(), dy=(2 * (s // n - m)).numpy(),
@@ -226,7 +226,8 @@ def memorisation_markdown(mem: dict, n_fake: int, calibration: dict | None = Non
             f"of "
             f"{cal['n_held_out']} held-out real tiles flagged (false alarms); planted copies with noise ±8, JPEG q75, "
             f"flips/rotations, "
-            f"shifts ≤ 8 px, stain jitter or all at once flagged in ≥ {geo:.0%}, the autoencoder's reconstructions in "
+            f"shifts ≤ 8 px, stain jitter or all at once flagged in ≥ {geo:.0%}, the "
+            "autoencoder's reconstructions in "
             f"{det['autoencoder, against the reconstructions']:.0%} against the reconstructions. Per tile, with names "
             f"and distances: "
             "`nearest_training.csv`. The generated tiles closest to a training tile (top), each above its nearest "

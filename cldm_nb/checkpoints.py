@@ -82,5 +82,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = 'cpu') 
                          "Delete it to restart this stage, or restore it from a backup.") from None
 
 def phase_checkpoint(out_dir: str | Path, phase: str) -> Path:
-    "Where a training phase named `phase` keeps its checkpoint in `out_dir`: `out_dir/{phase}.pt` (the one naming rule)."
+    ("Where a training phase named `phase` keeps its checkpoint in `out_dir`: `out_dir/{phase}.pt` "
+     "(the one naming rule).")
     return Path(out_dir)/f'{phase}.pt'

@@ -39,14 +39,16 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 def _save_network(net: torch.nn.Module, path: Path) -> None:
-    "A network's tensors as one safetensors file (contiguous copies; the U-Net's extra state, its config, goes to `config.json`)."
+    ("A network's tensors as one safetensors file (contiguous copies; the U-Net's extra state, its "
+     "config, goes to `config.json`).")
     tensors = {k: v.detach().contiguous() for k, v in net.state_dict().items() if isinstance(v, torch.Tensor)}
     save_file(tensors, str(path), metadata=dict(format=EXPORT_FORMAT))
 
 def export_config(run: Run, vq: VQVAE, unet: CondUNet, head: ClusterHead, data_licence: str | None = None) -> dict:
     "What `load_pretrained` needs to rebuild the model, and what the model card tells about it (no file list yet)."
     names = run.cluster_names() or [f'cluster_{i}' for i in range(run.k)]
-    return dict(format=EXPORT_FORMAT, version=cldm_nb.__version__, exported=datetime.datetime.now().isoformat(timespec='seconds'),
+    return dict(format=EXPORT_FORMAT, version=cldm_nb.__version__,
+                exported=datetime.datetime.now().isoformat(timespec='seconds'),
                 k=run.k, cluster_names=names, sampling=run.sampling.to_dict(),
                 autoencoder=vq.cfg.to_dict(), unet=unet.cfg.to_dict(), cluster_head=model_spec(unet, head)['head'],
                 latent_scale=float(unet.latent_scale), latent_range=unet.x0_range.tolist(),
@@ -55,10 +57,12 @@ def export_config(run: Run, vq: VQVAE, unet: CondUNet, head: ClusterHead, data_l
                               data_licence=data_licence or 'unknown (not stated when the model was exported)'))
 
 def export_run(run: str | Path | Run, out: str | Path, data_licence: str | None = None) -> Path:
-    "Write the inference model of a finished run to `out` (a new folder): safetensors networks, `config.json`, the model card `README.md` and the generated gallery."
+    ("Write the inference model of a finished run to `out` (a new folder): safetensors networks, `config.json`, the "
+     "model card `README.md` and the generated gallery.")
     run, out = run if isinstance(run, Run) else Run.open(run), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out}: exists and is not an empty folder; export to a new folder (an export is written whole, never merged).")
+        raise FileExistsError(f"{out}: exists and is not an empty folder; export to a new folder (an export is "
+                              "written whole, never merged).")
     vq, (unet, head) = run.vqgan(), run.ldm()
     tmp = out.with_name(out.name + '.partial'); shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
     for key, net in (('autoencoder', vq), ('unet', unet), ('cluster_head', head)): _save_network(net, tmp/NETWORKS[key])
@@ -82,15 +86,22 @@ def _results_lines(run: Run) -> list[str]:
     d, mem = m.get('distribution') or {}, m.get('memorisation') or {}
     lines = ["| measure | generated | real vs real (floor) |", "|---|---|---|"]
     if d:
-        lines += [f"| KID (×10⁻³) | {d['kid'] * 1e3:.2f} ± {d['kid_std'] * 1e3:.2f} | {d['kid_floor'] * 1e3:.2f} ± {d['kid_floor_std'] * 1e3:.2f} |",
+        lines += [f"| KID (×10⁻³) | {d['kid'] * 1e3:.2f} ± {d['kid_std'] * 1e3:.2f} | {d['kid_floor'] * 1e3:.2f} "
+                  f"± {d['kid_floor_std'] * 1e3:.2f} |",
                   f"| FD | {d['fd']:.3g} | {d['fd_floor']:.3g} |",
-                  f"| precision / recall (k = 3) | {d['precision']:.2f} / {d['recall']:.2f} | {d['precision_floor']:.2f} / {d['recall_floor']:.2f} |"]
-    if (rec := (m.get('reconstruction') or {}).get('test')): lines.append(f"| autoencoder PSNR, held-out tiles (dB) | {rec['psnr']:.1f} | — |")
+                  f"| precision / recall (k = 3) | {d['precision']:.2f} / {d['recall']:.2f} | "
+                  f"{d['precision_floor']:.2f} / {d['recall_floor']:.2f} |"]
+    if (rec := (m.get('reconstruction') or {}).get('test')):
+        lines.append(f"| autoencoder PSNR, held-out tiles (dB) | {rec['psnr']:.1f} | — |")
     if mem: lines.append(f"| tiles flagged as copies of a training tile | {mem['copy_share']:.0%} | — |")
-    if (acc := run.accuracy()) is not None: lines.append(f"| per-cluster accuracy, mean / smallest | {acc.accuracy.mean():.2f} / {acc.accuracy.min():.2f} | — |")
+    if (acc := run.accuracy()) is not None:
+        lines.append(f"| per-cluster accuracy, mean / smallest | {acc.accuracy.mean():.2f} / "
+                     f"{acc.accuracy.min():.2f} | — |")
     space = d.get('feature_space', 'the VGG16 feature space')
-    return lines + ["", f"KID, FD, precision and recall: {d.get('n_compared', '?')} generated tiles against the training tiles in {space}; "
-                    "the floor is what fresh real tiles score at the same size. The full report is the run's `report.md`."]
+    return lines + ["",
+                    f"KID, FD, precision and recall: {d.get('n_compared', '?')} generated tiles against the "
+                    f"training tiles in {space}; the floor is what fresh real tiles score at the same size. The full "
+                    "report is the run's `report.md`."]
 
 def model_card(run: Run, config: dict, sizes: dict[str, int]) -> str:
     "The export's `README.md`: model, data, training, results, intended use, files, citation."
@@ -98,68 +109,88 @@ def model_card(run: Run, config: dict, sizes: dict[str, int]) -> str:
     rows = ["| id | name | training tiles | generated tiles recognised |", "|---|---|---|---|"]
     for i, name in enumerate(config['cluster_names']):
         r = acc[acc.cluster == i].iloc[0] if acc is not None and (acc.cluster == i).any() else None
-        rows.append(f"| {i} | {name} | {int(r.training_tiles) if r is not None and 'training_tiles' in r else '—'} | {f'{r.accuracy:.0%}' if r is not None else '—'} |")
+        rows.append(f"| {i} | {name} | {int(r.training_tiles) if r is not None and 'training_tiles' in r else '—'} | "
+                    f"{f'{r.accuracy:.0%}' if r is not None else '—'} |")
     mpp = config['slides']['mpp']
     n_train, n_test = len(man.get('train_idx', [])), len(man.get('test_idx', []))
     total = sum((times.get('stages') or {}).values())
     cfg = run.cfg
-    steps = ', '.join(f"{name} {getattr(cfg, name).epochs} epochs" for name in ('vqgan', 'ldm', 'finetune1', 'finetune2'))
+    steps = ', '.join(f"{name} {getattr(cfg, name).epochs} epochs"
+                      for name in ('vqgan', 'ldm', 'finetune1', 'finetune2'))
     return '\n'.join([
         f"# Cluster-conditioned latent diffusion model ({config['k']} clusters)", "",
         f"A latent diffusion model of 128×128 H&E tiles that generates tiles of a chosen tissue cluster, made with "
         f"cldm_nb {config['version']} by the method of Rumman et al. (2025): a VQ-GAN autoencoder, "
-        "clusters found without labels by mutual-information clustering (IMSAT) of its latents, K chosen by five validity "
-        "indices, and a DDPM U-Net in the latent space conditioned on the cluster.", "",
-        "**Synthetic data notice.** " + SYNTHETIC_NOTE + " Every PNG this model writes through cldm_nb carries that notice and its "
+        "clusters found without labels by mutual-information clustering (IMSAT) of its latents, K "
+        "chosen by five validity indices, and a DDPM U-Net in the latent space conditioned on the cluster.", "",
+        "**Synthetic data notice.** " + SYNTHETIC_NOTE
+        + " Every PNG this model writes through cldm_nb carries that notice and its "
         "provenance (weights hash, cluster, seed, sampler) in its metadata.", "",
         "## Clusters", "", *rows, "",
         "Cluster names are those given in the run's `labels.csv` (`cluster_i` where none was given).", "",
         "## Data", "",
-        f"- Source: `{config['training']['data'] or 'unknown'}`; {n_train} training and {n_test} held-out tiles (the paper's split), 128×128 px"
+        f"- Source: `{config['training']['data'] or 'unknown'}`; {n_train} training and {n_test} held-out tiles (the "
+        "paper's split), 128×128 px"
         + (f", cut from slides at {mpp:g} µm/px" if mpp else "") + ".",
         f"- Licence of the training data: {config['training']['data_licence']}.", "",
         "## Training", "",
-        f"- Preset `{cfg.preset}`, seed {cfg.seed}; {steps}; K swept over {cfg.sweep.k_min}…{cfg.sweep.k_max}, chosen K = {config['k']}; "
-        f"final model from {config['training']['kept']}.",
+        f"- Preset `{cfg.preset}`, seed {cfg.seed}; {steps}; K swept over {cfg.sweep.k_min}…{cfg.sweep.k_max}, "
+        f"chosen K = {config['k']}; final model from {config['training']['kept']}.",
         f"- cldm_nb {meta.get('version', '?')}, torch {meta.get('torch', '?')}, device `{meta.get('device', '?')}`; "
-        + (f"{total / 60:.0f} minutes of stages" if total else "time not recorded") + (f", peak memory {times['peak_rss_gb']} GB" if times.get('peak_rss_gb') else "") + ".",
-        f"- Sampler: {SampleConfig.from_dict(config['sampling']).describe()}; latent scale {config['latent_scale']:.4g}.", "",
+        + (f"{total / 60:.0f} minutes of stages" if total else "time not recorded")
+        + (f", peak memory {times['peak_rss_gb']} GB" if times.get('peak_rss_gb') else "") + ".",
+        f"- Sampler: {SampleConfig.from_dict(config['sampling']).describe()}; latent scale "
+        f"{config['latent_scale']:.4g}.", "",
         "## Results", "", *_results_lines(run), "",
-        "## Generated tiles", "", f"![generated]({gallery})" if (gallery := run.gallery_generated_file.name) in sizes else "(no gallery in the run)", "",
+        "## Generated tiles", "", f"![generated]({gallery})" if (gallery := run.gallery_generated_file.name) in sizes
+                                  else "(no gallery in the run)", "",
         "## Intended use", "",
-        "Research on histopathology image analysis: data augmentation experiments, teaching, studying what the clusters "
-        "hold. Not for diagnosis or any clinical decision, and not a substitute for real tissue. Have generated tiles "
-        "reviewed by a pathologist before any use, and keep them marked as synthetic.", "",
+        "Research on histopathology image analysis: data augmentation experiments, teaching, "
+        "studying what the clusters hold. Not for diagnosis or any clinical decision, and not a substitute for real "
+        "tissue. Have generated tiles reviewed by a pathologist before any use, and keep them marked as synthetic.", "",
         "## How to use", "", "```python", "import cldm_nb", "model = cldm_nb.load_pretrained('THIS_FOLDER')",
         f"tiles = model.sample('{config['cluster_names'][0]}', n=8, seed=0)   # uint8 (8, 128, 128, 3)",
         "clusters = model.assign(my_tiles)                     # cluster, name and probability per tile", "```", "",
-        "```sh", "cldm sample --model THIS_FOLDER --cluster 0 -n 16 --out samples", "cldm map --model THIS_FOLDER --slide slide.svs --out maps/slide.png", "```", "",
+        "```sh", "cldm sample --model THIS_FOLDER --cluster 0 -n 16 --out samples",
+        "cldm map --model THIS_FOLDER --slide slide.svs --out maps/slide.png", "```", "",
         "## Files", "", "| file | size | sha256 |", "|---|---|---|",
-        *[f"| `{n}` | {sizes[n] / 2**20:.2f} MB | `{config['files'].get(n, '')[:16]}…` |" for n in sorted(sizes) if n in config['files']], "",
-        "## Citation", "", 'M. Rumman et al., "Cluster-conditioned latent diffusion for histopathology", *Bioengineering* 12(7):764, 2025.', ""])
+        *[f"| `{n}` | {sizes[n] / 2**20:.2f} MB | `{config['files'].get(n, '')[:16]}…` |"
+          for n in sorted(sizes) if n in config['files']], "",
+        "## Citation", "",
+        'M. Rumman et al., "Cluster-conditioned latent diffusion for histopathology", '
+        '*Bioengineering* 12(7):764, 2025.', ""])
 
 # %% ../nbs/08_export.ipynb #a6c285e7
 def _network(net: torch.nn.Module, path: Path, **extra):
-    "Load a safetensors file (and `extra` entries of the state dict) into `net`, naming the file when the two do not fit."
+    ("Load a safetensors file (and `extra` entries of the state dict) into `net`, naming the file "
+     "when the two do not fit.")
     try: net.load_state_dict({**load_file(str(path)), **extra})
     except (RuntimeError, ValueError) as e:
-        raise ValueError(f"{path}: does not fit the network config.json describes ({str(e)[:200]}); export the run again.") from None
+        raise ValueError(f"{path}: does not fit the network config.json describes "
+                         f"({str(e)[:200]}); export the run again.") from None
     return net.eval()
 
 def load_pretrained(path: str | Path, device: str | torch.device | None = 'cpu') -> Pretrained:
     "The model exported to `path` by `export_run` / `cldm export`, every file checked against `config.json`."
     path = Path(path)
-    if not (path/EXPORT_CONFIG).is_file(): raise FileNotFoundError(f"{path}: no {EXPORT_CONFIG}; pass a folder written by `cldm export`.")
+    if not (path/EXPORT_CONFIG).is_file():
+        raise FileNotFoundError(f"{path}: no {EXPORT_CONFIG}; pass a folder written by `cldm export`.")
     config = json.loads((path/EXPORT_CONFIG).read_text())
     if config.get('format') != EXPORT_FORMAT:
-        raise ValueError(f"{path/EXPORT_CONFIG}: not a cldm_nb export (format {config.get('format')!r}, expected {EXPORT_FORMAT!r}).")
+        raise ValueError(f"{path/EXPORT_CONFIG}: not a cldm_nb export (format {config.get('format')!r}, "
+                         f"expected {EXPORT_FORMAT!r}).")
     for name, digest in config['files'].items():
-        if not (path/name).is_file(): raise FileNotFoundError(f"{path/name}: missing from the export; copy the whole folder, or export the run again.")
+        if not (path/name).is_file():
+            raise FileNotFoundError(f"{path/name}: missing from the export; copy the whole folder, "
+                                    "or export the run again.")
         if sha256_file(path/name) != digest:
-            raise ValueError(f"{path/name}: its bytes differ from those config.json lists (changed or damaged); copy it again, or export the run again.")
+            raise ValueError(f"{path/name}: its bytes differ from those config.json lists (changed or damaged); copy "
+                             "it again, or export the run again.")
     device = resolve_device(device)
     vq = _network(VQVAE(VQGANConfig.from_dict(config['autoencoder'])), path/NETWORKS['autoencoder'])
-    unet = _network(CondUNet(UNetConfig.from_dict(config['unet'])), path/NETWORKS['unet'], _extra_state=dict(config=config['unet']))
+    unet = _network(CondUNet(UNetConfig.from_dict(config['unet'])), path/NETWORKS['unet'],
+                    _extra_state=dict(config=config['unet']))
     head = _network(ClusterHead(**config['cluster_head']), path/NETWORKS['cluster_head'])
     cfg, sampling = RunConfig.from_dict(config['training']['config']), SampleConfig.from_dict(config['sampling'])
-    return Pretrained(path, cfg, sampling, config['cluster_names'], vq.to(device), unet.to(device), head.to(device), device, config)
+    return Pretrained(path, cfg, sampling, config['cluster_names'], vq.to(device), unet.to(device), head.to(device),
+                      device, config)

@@ -37,7 +37,8 @@ class Finetune1Config(PhaseConfig):
 
 @dataclasses.dataclass
 class Finetune2Config(PhaseConfig):
-    "Finetune-2: nothing frozen, MSE − 0.1·H_marg + 0.06·H_cond + 0.05·KL_aug, Adadelta lr 0.003, 70 epochs (the paper's)."
+    ("Finetune-2: nothing frozen, MSE − 0.1·H_marg + 0.06·H_cond + 0.05·KL_aug, Adadelta lr 0.003, "
+     "70 epochs (the paper's).")
     epochs: int = 70
     w_af: float = 0.05
 
@@ -51,7 +52,8 @@ def finetune1(unet: CondUNet, head: ClusterHead, tiles: np.ndarray | str | Path,
               cfg: Finetune1Config | None = None, out_dir: str | Path = 'runs/ldm', resume: bool = True,
               device: str | torch.device | None = None, *, max_steps: int | None = None,
               progress: bool = True) -> tuple[CondUNet, ClusterHead]:
-    "Finetune-1: train the U-Net alone on the denoising MSE, the cluster head frozen (checkpoint `out_dir/finetune1.pt`)."
+    ("Finetune-1: train the U-Net alone on the denoising MSE, the cluster head frozen (checkpoint "
+     "`out_dir/finetune1.pt`).")
     return train_phase('finetune1', unet, head, tiles, vqgan, cfg or Finetune1Config(), out_dir, resume, device,
                        max_steps=max_steps, progress=progress)
 

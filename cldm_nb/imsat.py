@@ -106,7 +106,8 @@ def cluster_probs(head: nn.Module, latents: torch.Tensor | np.ndarray, batch_siz
     if len(latents) == 0: raise ValueError("latents: empty; pass at least one (C, 32, 32) latent.")
     device, was_training = next(head.parameters()).device, head.training
     head.eval()
-    try: return torch.cat([head(b.to(device)).float().softmax(1).cpu() for b in _batches_of(latents, batch_size)]).numpy()
+    try: return torch.cat([head(b.to(device)).float().softmax(1).cpu()
+                           for b in _batches_of(latents, batch_size)]).numpy()
     finally: head.train(was_training)
 
 def assign_clusters(head: nn.Module, latents: torch.Tensor | np.ndarray, batch_size: int = 256) -> np.ndarray:

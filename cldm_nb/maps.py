@@ -33,22 +33,27 @@ def cluster_raster(plan: SlidePlan, clusters: np.ndarray) -> np.ndarray:
     "The thumbnail's pixels labelled with the cluster of the tile over them (-1 where no tile was kept)."
     raster = np.full(plan.mask.shape, -1, np.int64); (sx, sy), side = plan.scale, plan.side
     for (x, y), c in zip(plan.tiles[['x', 'y']].values, clusters):
-        raster[int(y * sy):max(int(y * sy) + 1, round((y + side) * sy)), int(x * sx):max(int(x * sx) + 1, round((x + side) * sx))] = c
+        raster[int(y * sy):max(int(y * sy) + 1, round((y + side) * sy)),
+               int(x * sx):max(int(x * sx) + 1, round((x + side) * sx))] = c
     return raster
 
 def plot_cluster_map(plan: SlidePlan, clusters: np.ndarray, n_clusters: int, names: Sequence[str] | None = None,
                      alpha: float = 0.45, path: str | Path | None = None):
-    "The slide's thumbnail with each kept tile in its cluster's colour and a legend `id: name (tiles)` (saved as PNG when `path` is given)."
+    ("The slide's thumbnail with each kept tile in its cluster's colour and a legend `id: name (tiles)` (saved as "
+     "PNG when `path` is given).")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
     colors, raster = cluster_colors(n_clusters), cluster_raster(plan, clusters)
-    overlay = np.zeros((*raster.shape, 4)); overlay[raster >= 0, :3] = colors[raster[raster >= 0]]; overlay[raster >= 0, 3] = alpha
+    overlay = np.zeros((*raster.shape, 4)); overlay[raster >= 0, :3] = colors[raster[raster >= 0]]
+    overlay[raster >= 0, 3] = alpha
     h, w = raster.shape
     fig, ax = plt.subplots(figsize=(8, 8 * h / w + 0.4))
     ax.imshow(plan.thumb); ax.imshow(overlay); ax.axis('off')
-    ax.set_title(f"{plan.name}: {len(clusters)} tiles" + (f", {plan.mpp:.3g} µm/px" if plan.mpp else f", level {plan.level}"), fontsize=9)
+    ax.set_title(f"{plan.name}: {len(clusters)} tiles"
+                 + (f", {plan.mpp:.3g} µm/px" if plan.mpp else f", level {plan.level}"), fontsize=9)
     counts = np.bincount(clusters, minlength=n_clusters)
-    handles = [Patch(color=colors[c], alpha=min(1, alpha + 0.3), label=f"{c}: {names[c]} ({counts[c]})" if names is not None else f"cluster {c} ({counts[c]})")
+    handles = [Patch(color=colors[c], alpha=min(1, alpha + 0.3),
+                     label=f"{c}: {names[c]} ({counts[c]})" if names is not None else f"cluster {c} ({counts[c]})")
                for c in range(n_clusters)]
     ax.legend(handles=handles, loc='upper left', bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     if path is not None: save_figure(fig, path)
@@ -56,45 +61,56 @@ def plot_cluster_map(plan: SlidePlan, clusters: np.ndarray, n_clusters: int, nam
 
 # %% ../nbs/07d_maps.ipynb #80e1345d
 def tiles_geojson(df: pd.DataFrame, side: float, n_clusters: int) -> dict:
-    "A cluster map's table (`name`, `x`, `y`, `cluster`, `label`, `probability`, …) as a GeoJSON FeatureCollection for slide viewers: one square per tile, `side` level-0 pixels from its top-left `x`, `y`, with QuPath's `objectType` and `classification` (the cluster's name and colour)."
+    ("A cluster map's table (`name`, `x`, `y`, `cluster`, `label`, `probability`, …) as a GeoJSON FeatureCollection "
+     "for slide viewers: one square per tile, `side` level-0 pixels from its top-left `x`, `y`, with QuPath's "
+     "`objectType` and `classification` (the cluster's name and colour).")
     colors = (cluster_colors(n_clusters) * 255).round().astype(int).tolist()
     def feature(r) -> dict:
         x, y, name = float(r.x), float(r.y), r.label if isinstance(r.label, str) and r.label else f'cluster {r.cluster}'
         ring = [[x, y], [x + side, y], [x + side, y + side], [x, y + side], [x, y]]
         return dict(type='Feature', geometry=dict(type='Polygon', coordinates=[ring]),
-                    properties=dict(objectType='tile', name=r.name, cluster=int(r.cluster), probability=float(r.probability),
+                    properties=dict(objectType='tile', name=r.name, cluster=int(r.cluster),
+                                    probability=float(r.probability),
                                     classification=dict(name=name, color=colors[int(r.cluster)]),
                                     measurements=dict(probability=float(r.probability), tissue=float(r.tissue))))
     return dict(type='FeatureCollection', features=[feature(r) for r in df.itertuples(index=False)])
 
-def map_slide(run: str | Path | Run | Pretrained, slide: str | Path, out: str | Path | None = None, mpp: float | None = None,
-              level: int | None = None, device: str = 'auto', batch_size: int = 64, name: str | None = None) -> pd.DataFrame:
-    "Assign every tissue tile of `slide` to a cluster with a run's model (or an export's, `load_pretrained`); write `out` (PNG, default `run/maps/<slide>.png`, `maps/<slide>.png` for an export), its CSV and its GeoJSON (`tiles_geojson`)."
+def map_slide(run: str | Path | Run | Pretrained, slide: str | Path, out: str | Path | None = None,
+              mpp: float | None = None, level: int | None = None, device: str = 'auto', batch_size: int = 64,
+              name: str | None = None) -> pd.DataFrame:
+    ("Assign every tissue tile of `slide` to a cluster with a run's model (or an export's, `load_pretrained`); write "
+     "`out` (PNG, default `run/maps/<slide>.png`, `maps/<slide>.png` for an export), its CSV and its "
+     "GeoJSON (`tiles_geojson`).")
     run, slide, dev = run if isinstance(run, (Run, Pretrained)) else Run.open(run), Path(slide), resolve_device(device)
     folder, model = (run, run.pretrained(dev)) if isinstance(run, Run) else (RunFolder(Path()), run)
     if mpp is None and level is None: mpp, level = model.cfg.data.mpp, model.cfg.data.level
     plan = plan_slide(slide, mpp=mpp, level=level, min_tissue=model.cfg.data.min_tissue, name=name)
     vq, (_, head), names = model.vqgan(dev), model.ldm(dev), model.cluster_names()
-    probs = np.concatenate([cluster_probs(head, encode_latents(vq, b, device=dev)) for b in iter_slide_tiles(plan, batch_size)])
+    probs = np.concatenate([cluster_probs(head, encode_latents(vq, b, device=dev))
+                            for b in iter_slide_tiles(plan, batch_size)])
     clusters = probs.argmax(1)
-    df = pd.DataFrame(dict(name=plan.names(), slide=plan.name, x=plan.tiles.x, y=plan.tiles.y, tissue=plan.tiles.tissue.round(4),
-                           cluster=clusters, label=[names[c] for c in clusters] if names else '', probability=probs.max(1).round(4)))
+    df = pd.DataFrame(dict(name=plan.names(), slide=plan.name, x=plan.tiles.x, y=plan.tiles.y,
+                           tissue=plan.tiles.tissue.round(4), cluster=clusters,
+                           label=[names[c] for c in clusters] if names else '', probability=probs.max(1).round(4)))
     out = Path(out) if out is not None else folder.map_file(plan.name)
     with atomic_path(out.with_suffix('.csv')) as f: df.to_csv(f, index=False)
-    with atomic_path(out.with_suffix('.geojson')) as f: f.write_text(json.dumps(tiles_geojson(df, plan.side, head.n_clusters)))
+    with atomic_path(out.with_suffix('.geojson')) as f:
+        f.write_text(json.dumps(tiles_geojson(df, plan.side, head.n_clusters)))
     import matplotlib.pyplot as plt
     plt.close(plot_cluster_map(plan, clusters, head.n_clusters, names, path=out))
     return df
 
 # %% ../nbs/07d_maps.ipynb #d5dfd49f
 def map_run_slides(out: str | Path, device: str = 'auto', log=print) -> list[Path]:
-    "Cluster maps (`out/maps/<slide>.png` and `.csv`) of the slides the run in `out` was cut from, drawn when missing or older than its model; their paths."
+    ("Cluster maps (`out/maps/<slide>.png` and `.csv`) of the slides the run in `out` was cut from, drawn when missing "
+     "or older than its model; their paths.")
     run, pngs = Run.open(out), []
     if not run.slides: return pngs
     newest = max(f.stat().st_mtime_ns for f in run.model_files)
     for name, path in run.slides.items():
         png = run.map_file(name); pngs.append(png)
-        if png.is_file() and png.with_suffix('.csv').is_file() and png.stat().st_mtime_ns > newest: continue   # drawn by an earlier pass
+        # drawn by an earlier pass
+        if png.is_file() and png.with_suffix('.csv').is_file() and png.stat().st_mtime_ns > newest: continue
         df = map_slide(run, path, png, device=device, name=name)
         log(f"cluster map of {name}: {len(df)} tiles → {png.relative_to(run.path)}")
     return pngs

@@ -73,7 +73,7 @@ def ssim_torch(x: torch.Tensor, y: torch.Tensor, win_size: int = 3, data_range: 
     torch.addcmul(const(0, sums_dt), z[0], z[0], value=n, out=z[3]).addcmul_(z[1], z[1], value=n)
     sx, sy, sxy, sr = _box_sum(z, win_size)
     cov = sxy.addcmul_(sx, sy, value=-1).to(dtype)                                        # nΣxy − ΣxΣy
-    var = sr.addcmul_(sx, sx, value=-1).addcmul_(sy, sy, value=-1).to(dtype)              # nΣ(x²+y²) − (Σx)² − (Σy)²
+    var = sr.addcmul_(sx, sx, value=-1).addcmul_(sy, sy, value=-1).to(dtype)  # nΣ(x²+y²) − (Σx)² − (Σy)²
     sx, sy = sx.to(dtype), sy.to(dtype)
     c1, c2 = n * n * (K1 * data_range) ** 2, n * (n - 1) * (K2 * data_range) ** 2
     num = torch.addcmul(const(c1 / 2), sx, sy).mul_(cov.add_(c2 / 2))
@@ -133,7 +133,8 @@ def lpips_net(net: str = 'vgg', pretrained_backbone: bool = True) -> nn.Module:
 @torch.no_grad()
 def lpips_paired(real, fake, net: str = 'vgg', model: nn.Module | None = None, pretrained_backbone: bool = True,
                  batch_size: int = 32, device: str | torch.device = 'cpu') -> np.ndarray:
-    "LPIPS distance of each pair, `(N,)` float64, inputs scaled to [−1, 1]; `model` from `lpips_net` (built when None)."
+    ("LPIPS distance of each pair, `(N,)` float64, inputs scaled to [−1, 1]; `model` from "
+     "`lpips_net` (built when None).")
     real, fake = paired_tiles(real, fake)
     device = resolve_device(device)
     model = (model if model is not None else lpips_net(net, pretrained_backbone)).to(device)
@@ -207,8 +208,9 @@ def _covered(f: torch.Tensor, ref: torch.Tensor, radii: torch.Tensor, chunk: int
     return torch.cat([(torch.cdist(f[i:i + chunk], ref) <= radii).any(1) for i in range(0, len(f), chunk)])
 
 def precision_recall(real, fake, k: int = 3, **kw) -> tuple[float, float]:
-    """Improved precision and recall (Kynkäänniemi et al. 2019): share of fake in the real k-NN manifold, and of real in
-    the fake one."""
+    ("Improved precision and recall (Kynkäänniemi et al. 2019): share of fake in the real k-NN manifold, "
+     """and of real in
+    the fake one.""")
     real, fake = (torch.from_numpy(as_features(v, n, **kw)) for v, n in ((real, 'real'), (fake, 'fake')))
     if min(len(real), len(fake)) <= k:
         raise ValueError(f"real, fake: k={k} needs more than {k} tiles on each side, got {len(real)} and {len(fake)}.")

@@ -89,7 +89,8 @@ class RunFolder:
         "A JSON file of the run, or an error naming it and the fix."
         try: return json.loads(Path(path).read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e}); run `cldm run` on that folder again to rewrite it.") from None
+            raise ValueError(f"{path}: not valid JSON ({e}); run `cldm run` on that "
+                             "folder again to rewrite it.") from None
 
 for _name, _file in RUN_FILES.items():
     setattr(RunFolder, _name, property(lambda self, f=_file: self.path/f, doc=f"`{_file}`"))
@@ -99,7 +100,8 @@ FINISHED = "pass the --out folder of a finished `cldm run`"
 
 @dataclass(repr=False)
 class Run(RunFolder):
-    "A finished run's folder: `cfg` (its `RunConfig`), `data` (where its tiles came from), `model` (`model.json`); see `Run.open`."
+    ("A finished run's folder: `cfg` (its `RunConfig`), `data` (where its tiles came from), `model` "
+     "(`model.json`); see `Run.open`.")
     path: Path
     cfg: RunConfig
     data: str | None
@@ -115,7 +117,8 @@ class Run(RunFolder):
         model = folder.read_json(folder.model_file)
         if missing := [f for f in (model.get('vqgan'), model.get('ldm')) if not f or not (folder.path/f).is_file()]:
             raise FileNotFoundError(f"{folder.path}: {folder.model_file.name} names checkpoints that are not there "
-                                    f"({', '.join(map(str, missing))}); run `cldm run` on that folder again to finish it.")
+                                    f"({', '.join(map(str, missing))}); run `cldm run` on that "
+                                    "folder again to finish it.")
         cfg = read_run_config(folder.config_file)
         return cls(folder.path, cfg, folder.read_json(folder.config_file).get('data'), model)
 
@@ -173,7 +176,8 @@ def ldm(self: Run, device='cpu') -> tuple[CondUNet, ClusterHead]:
 
 @patch
 def cluster_names(self: Run) -> list[str] | None:
-    "The cluster names of `labels.csv` by id, or None when it is missing or unreadable (with a warning naming the problem)."
+    ("The cluster names of `labels.csv` by id, or None when it is missing or unreadable (with a "
+     "warning naming the problem).")
     if not self.labels_path.is_file(): return None
     try: return load_labels(self.labels_path, self.k)['name'].tolist()
     except ValueError as e: warnings.warn(f"cluster names left out: {e}"); return None
@@ -214,11 +218,12 @@ class Pretrained:
 
     def sample(self, cluster: int | str, n: int = 16, seed: int = 0, cfg: SampleConfig | None = None,
                batch_size: int = 64, out_dir: str | Path | None = None, progress: bool = True) -> np.ndarray:
-        "`n` uint8 tiles of a cluster (by id or name) with the model's sampler settings (or `cfg`), as `cldm sample` makes them."
+        ("`n` uint8 tiles of a cluster (by id or name) with the model's sampler settings (or `cfg`), as "
+         "`cldm sample` makes them.")
         cid = self.cluster_id(cluster)
         meta = dict(label=self._names()[cid]) if isinstance(cluster, str) else {}
-        return sample_cluster(self._unet, self._vq, cid, n, cfg or self.sampling, seed, batch_size, out_dir, self.device,
-                              progress, **meta)
+        return sample_cluster(self._unet, self._vq, cid, n, cfg or self.sampling, seed, batch_size, out_dir,
+                              self.device, progress, **meta)
 
     def assign(self, tiles, batch_size: int = 64) -> pd.DataFrame:
         "Each tile's cluster, its name and the head's probability (tiles: uint8 array, folder or `.npy`)."
@@ -230,4 +235,5 @@ class Pretrained:
 def pretrained(self: Run, device: str | torch.device = 'cpu') -> Pretrained:
     "The run's final model on `device`, with its cluster names (None before an expert named them) and sampler settings."
     device = torch.device(device)
-    return Pretrained(self.path, self.cfg, self.sampling, self.cluster_names(), self.vqgan(device), *self.ldm(device), device)
+    return Pretrained(self.path, self.cfg, self.sampling, self.cluster_names(), self.vqgan(device), *self.ldm(device),
+                      device)

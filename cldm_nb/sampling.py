@@ -81,7 +81,8 @@ def make_scheduler(unet: nn.Module, cfg: SampleConfig, schedule: LinearSchedule 
     return scheduler
 
 def _predict(unet: nn.Module, z: torch.Tensor, t: int, ids: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-    "The U-Net's output at `z`; with `guidance_scale` w ≠ 1, classifier-free guidance: out(∅) + w·(out(ids) − out(∅))."
+    ("The U-Net's output at `z`; with `guidance_scale` w ≠ 1, classifier-free guidance: out(∅) + "
+     "w·(out(ids) − out(∅)).")
     if guidance_scale == 1: return unet(z, t, ids).float()
     both = unet(torch.cat([z, z]), t, torch.cat([ids, torch.full_like(ids, unet.null_id)])).float()
     cond, uncond = both.chunk(2)
@@ -161,8 +162,9 @@ class ExactDenoiser(DiffusionSpace):
     def null_id(self) -> int: return self.cfg.n_clusters
 
     def posterior(self, z_t: torch.Tensor, t, cond: torch.Tensor) -> torch.Tensor:
-        """`(N, M)` weights of the training latents given `z_t`: softmax of −‖z_t − √ᾱ_t z0‖² / 2(1 − ᾱ_t) over those
-        of cluster `cond` (all for the null id)."""
+        ("`(N, M)` weights of the training latents given `z_t`: softmax of −‖z_t − √ᾱ_t z0‖² / "
+         """2(1 − ᾱ_t) over those
+        of cluster `cond` (all for the null id).""")
         ab = self.schedule.alpha_bars.to(z_t.device)[torch.as_tensor(t, device=z_t.device).expand(len(z_t))][:, None]
         z = z_t.double().flatten(1)
         d2 = z.square().sum(1, keepdim=True) - 2 * ab.sqrt() * z @ self.data.T + ab * self.sq_norms

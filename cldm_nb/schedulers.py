@@ -20,10 +20,12 @@ def _gather(coef: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Te
     "`coef[t]` shaped `(N, 1, 1, …)` to broadcast against `like`, in its dtype and device."
     return coef.to(like.device)[t].to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
-PREDICTIONS = ('eps', 'x0', 'v')        # what the U-Net outputs: the noise, the clean latent, or v = √ᾱ·ε − √(1−ᾱ)·x0
+# what the U-Net outputs: the noise, the clean latent, or v = √ᾱ·ε − √(1−ᾱ)·x0
+PREDICTIONS = ('eps', 'x0', 'v')
 
 class LinearSchedule:
-    "DDPM's 'linear' noise schedule (β = linspace(beta_start, beta_end, T); not 'scaled linear'): the forward process and its parametrisations."
+    ("DDPM's 'linear' noise schedule (β = linspace(beta_start, beta_end, T); not 'scaled linear'): the forward "
+     "process and its parametrisations.")
     name = 'linear'
 
     def __init__(self, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
@@ -35,17 +37,20 @@ class LinearSchedule:
         self.alpha_bars = torch.cumprod(1 - self.betas, 0)
         self._on = {}                                   # device → its copies of the coefficients
 
-    def __repr__(self) -> str: return f"LinearSchedule(T={self.T}, beta_start={self.beta_start}, beta_end={self.beta_end})"
+    def __repr__(self) -> str:
+        return f"LinearSchedule(T={self.T}, beta_start={self.beta_start}, beta_end={self.beta_end})"
 
     def _check_t(self, t: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.long)
-        if t.numel() and t.device.type == 'cpu' and (t.min() < 0 or t.max() >= self.T):   # on a GPU, a read would stall it
+        # on a GPU, a read would stall it
+        if t.numel() and t.device.type == 'cpu' and (t.min() < 0 or t.max() >= self.T):
             raise ValueError(f"t: time steps must lie in 0…{self.T - 1}, got {int(t.min())}…{int(t.max())}.")
         return t
 
     def _tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         "√ᾱ and √(1−ᾱ) for every t, on `device` (copied there once)."
-        if device not in self._on: self._on[device] = (self.alpha_bars.sqrt().to(device), (1 - self.alpha_bars).sqrt().to(device))
+        if device not in self._on:
+            self._on[device] = (self.alpha_bars.sqrt().to(device), (1 - self.alpha_bars).sqrt().to(device))
         return self._on[device]
 
     def _coefs(self, t, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,7 +70,8 @@ class LinearSchedule:
         a, s = self._coefs(t, x0)
         return a * noise - s * x0
 
-    def eps_x0(self, out: torch.Tensor, t, x_t: torch.Tensor, prediction: str = 'eps') -> tuple[torch.Tensor, torch.Tensor]:
+    def eps_x0(self, out: torch.Tensor, t, x_t: torch.Tensor,
+               prediction: str = 'eps') -> tuple[torch.Tensor, torch.Tensor]:
         "The noise and the clean latent implied by a U-Net output `out` (a `prediction`) at `x_t`."
         a, s = self._coefs(t, x_t)
         if prediction == 'eps': return out, (x_t - s * out) / a
@@ -73,7 +79,8 @@ class LinearSchedule:
         return s * x_t + a * out, a * x_t - s * out            # v
 
     def timesteps(self, steps: int | None = None, spacing: str = 'leading') -> list[int]:
-        "The reverse chain's time steps, descending: all `T`, or `steps` of them, 'leading' (…, 2k, k, 0) or 'trailing' (T−1, …)."
+        ("The reverse chain's time steps, descending: all `T`, or `steps` of them, 'leading' (…, 2k, k, 0) or "
+         "'trailing' (T−1, …).")
         if steps is None: return list(range(self.T - 1, -1, -1))
         if not 1 <= steps <= self.T: raise ValueError(f"steps: must lie in 1…{self.T}, got {steps}.")
         if spacing == 'leading': return list(range(0, self.T, self.T // steps))[:steps][::-1]
@@ -90,25 +97,32 @@ class SchedulerOutput:
     pred_original_sample: torch.Tensor   # the clean sample the model output implies
 
 def _noise(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    "Standard normal noise shaped like `like`, drawn float32 on the generator's device and moved to `like`'s device and dtype (from pinned memory, without a wait, onto a GPU)."
+    ("Standard normal noise shaped like `like`, drawn float32 on the generator's device and moved to `like`'s device "
+     "and dtype (from pinned memory, without a wait, onto a GPU).")
     dev = generator.device if generator is not None else like.device
     noise = torch.randn(like.shape, generator=generator, device=dev, dtype=torch.float32)
-    if noise.device != like.device and like.device.type == 'cuda': noise = noise.pin_memory()   # copied without waiting for the device
+    # copied without waiting for the device
+    if noise.device != like.device and like.device.type == 'cuda': noise = noise.pin_memory()
     return noise.to(like.device, like.dtype, non_blocking=True)
 
 class LinearScheduler:
-    "What DDPM and DDIM share: diffusers' configuration over a `LinearSchedule`, `set_timesteps`, `add_noise`, and the noise a model output implies."
+    ("What DDPM and DDIM share: diffusers' configuration over a `LinearSchedule`, `set_timesteps`, `add_noise`, and "
+     "the noise a model output implies.")
     order, init_noise_sigma = 1, 1.
 
-    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, beta_schedule: str = 'linear',
-                 prediction_type: str = 'epsilon', timestep_spacing: str = 'leading', clip_sample: bool = False,
-                 clip_sample_range: float | tuple[torch.Tensor, torch.Tensor] = 1.):
-        if beta_schedule != 'linear': raise ValueError(f"beta_schedule: only 'linear' (the paper's), got {beta_schedule!r}.")
-        if prediction_type not in PREDICTION_TYPES: raise ValueError(f"prediction_type: one of {tuple(PREDICTION_TYPES)}, got {prediction_type!r}.")
-        if timestep_spacing not in ('leading', 'trailing'): raise ValueError(f"timestep_spacing: 'leading' or 'trailing', got {timestep_spacing!r}.")
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 beta_schedule: str = 'linear', prediction_type: str = 'epsilon', timestep_spacing: str = 'leading',
+                 clip_sample: bool = False, clip_sample_range: float | tuple[torch.Tensor, torch.Tensor] = 1.):
+        if beta_schedule != 'linear':
+            raise ValueError(f"beta_schedule: only 'linear' (the paper's), got {beta_schedule!r}.")
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type: one of {tuple(PREDICTION_TYPES)}, got {prediction_type!r}.")
+        if timestep_spacing not in ('leading', 'trailing'):
+            raise ValueError(f"timestep_spacing: 'leading' or 'trailing', got {timestep_spacing!r}.")
         self.schedule = LinearSchedule(num_train_timesteps, beta_start, beta_end)
         self.config = SimpleNamespace(num_train_timesteps=num_train_timesteps, beta_start=beta_start, beta_end=beta_end,
-                                      beta_schedule=beta_schedule, prediction_type=prediction_type, timestep_spacing=timestep_spacing,
+                                      beta_schedule=beta_schedule, prediction_type=prediction_type,
+                                      timestep_spacing=timestep_spacing,
                                       clip_sample=clip_sample, clip_sample_range=clip_sample_range)
         self.alphas_cumprod = self.schedule.alpha_bars
         self.set_timesteps(None)
@@ -122,12 +136,15 @@ class LinearScheduler:
 
     def set_timesteps(self, num_inference_steps: int | None = None, device: str | torch.device | None = None,
                       timesteps: list[int] | None = None) -> None:
-        "The chain's time steps, descending, into `timesteps`: `num_inference_steps` of them spaced by `config.timestep_spacing` (None: all T), or your own `timesteps`."
+        ("The chain's time steps, descending, into `timesteps`: `num_inference_steps` of them spaced by "
+         "`config.timestep_spacing` (None: all T), or your own `timesteps`.")
         if timesteps is None: chain = self.schedule.timesteps(num_inference_steps, self.config.timestep_spacing)
         else:
             chain = [int(t) for t in timesteps]
-            if num_inference_steps is not None: raise ValueError("num_inference_steps, timesteps: pass one of them, not both.")
-            if not chain or any(a <= b for a, b in zip(chain, chain[1:])) or not 0 <= chain[-1] <= chain[0] < self.schedule.T:
+            if num_inference_steps is not None:
+                raise ValueError("num_inference_steps, timesteps: pass one of them, not both.")
+            if (not chain or any(a <= b for a, b in zip(chain, chain[1:]))
+                    or not 0 <= chain[-1] <= chain[0] < self.schedule.T):
                 raise ValueError(f"timesteps: a strictly descending list in 0…{self.schedule.T - 1}, got {chain}.")
         self.num_inference_steps = len(chain) if timesteps is not None else num_inference_steps
         self._next = dict(zip(chain, chain[1:] + [-1]))
@@ -136,7 +153,8 @@ class LinearScheduler:
     def previous_timestep(self, timestep: int | torch.Tensor) -> int:
         "The time step that follows `timestep` in the chain (−1: the end)."
         t = int(timestep)
-        if t not in self._next: raise ValueError(f"timestep: {t} is not in the chain that set_timesteps made ({len(self._next)} steps).")
+        if t not in self._next:
+            raise ValueError(f"timestep: {t} is not in the chain that set_timesteps made ({len(self._next)} steps).")
         return self._next[t]
 
     def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
@@ -150,10 +168,13 @@ class LinearScheduler:
     def _alphas(self, t: int) -> tuple[int, float, float]:
         "The next time step after `t`, and ᾱ at `t` and there (1 at the end of the chain)."
         t_prev = self.previous_timestep(t)
-        return t_prev, float(self.schedule.alpha_bars[t]), float(self.schedule.alpha_bars[t_prev]) if t_prev >= 0 else 1.
+        return (t_prev, float(self.schedule.alpha_bars[t]),
+                float(self.schedule.alpha_bars[t_prev]) if t_prev >= 0 else 1.)
 
-    def _implied(self, model_output: torch.Tensor, t: int, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        "The noise the output implies (from the clamped clean sample when `clip_sample`), and the unclamped noise when that differs."
+    def _implied(self, model_output: torch.Tensor, t: int,
+                 sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ("The noise the output implies (from the clamped clean sample when `clip_sample`), and the unclamped "
+         "noise when that differs.")
         prediction = PREDICTION_TYPES[self.config.prediction_type]
         if prediction == 'eps' and not self.config.clip_sample: return model_output, None
         eps, x0 = self.schedule.eps_x0(model_output, t, sample, prediction)
@@ -172,7 +193,8 @@ class DDPMScheduler(LinearScheduler):
     "The paper's ancestral DDPM sampler (posterior variance 'fixed small'), with diffusers' `DDPMScheduler` interface."
     def step(self, model_output: torch.Tensor, timestep: int | torch.Tensor, sample: torch.Tensor,
              generator: torch.Generator | None = None, return_dict: bool = True) -> SchedulerOutput | tuple:
-        "One ancestral step from `timestep` to the chain's next time step: the previous sample and the predicted clean sample."
+        ("One ancestral step from `timestep` to the chain's next time step: the previous sample and "
+         "the predicted clean sample.")
         t = int(timestep)
         t_prev, ab_t, ab_prev = self._alphas(t)
         eps = self._implied(model_output, t, sample)[0]
@@ -183,11 +205,13 @@ class DDPMScheduler(LinearScheduler):
         return SchedulerOutput(prev, x0) if return_dict else (prev, x0)
 
 class DDIMScheduler(LinearScheduler):
-    "DDIM (Song et al. 2021), deterministic at `eta=0`, with diffusers' `DDIMScheduler` interface (`set_alpha_to_one=True`)."
+    ("DDIM (Song et al. 2021), deterministic at `eta=0`, with diffusers' `DDIMScheduler` interface "
+     "(`set_alpha_to_one=True`).")
     def step(self, model_output: torch.Tensor, timestep: int | torch.Tensor, sample: torch.Tensor, eta: float = 0.,
              use_clipped_model_output: bool = False, generator: torch.Generator | None = None,
              return_dict: bool = True) -> SchedulerOutput | tuple:
-        "One DDIM step from `timestep` to the chain's next time step: the previous sample and the predicted clean sample."
+        ("One DDIM step from `timestep` to the chain's next time step: the previous sample and "
+         "the predicted clean sample.")
         t = int(timestep)
         t_prev, ab_t, ab_prev = self._alphas(t)
         eps, unclipped = self._implied(model_output, t, sample)

