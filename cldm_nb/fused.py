@@ -4,7 +4,7 @@
 
 # %% ../nbs/05a_fused.ipynb #ee9aa2e8
 from __future__ import annotations
-import time
+import time, types
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Sequence
@@ -12,18 +12,19 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from .data import dataset_mean, load_tiles, random_affine
 from .imsat import ClusterHead, imsat_loss
 from .train import (Trainer, _check_finite, load_checkpoint, load_state, lr_factor, make_optimizer,
                            resolve_device, save_checkpoint, state_dict, write_log)
-from .diffusion import (EMA, _OPTIMIZERS, _cluster_report, CondUNet, LDMConfig, PhaseConfig, build_models,
-                               latent_range, model_spec, unit_variance_scale)
+from .diffusion import (EMA, _OPTIMIZERS, _cluster_report, CondUNet, LDMConfig, PhaseConfig, SelfAttention2d,
+                               build_models, latent_range, model_spec, unit_variance_scale)
 from .vqgan import VQVAE, _as_float, _check_tiles, encode_latents, latents_on_disk
 
 # %% auto #0
-__all__ = ['MASKED', 'pad_to', 'crop_to', 'Stacked', 'fused_step', 'clip_per_model', 'FusedTrainer', 'fused_trainer',
+__all__ = ['MASKED', 'pad_to', 'crop_to', 'Stacked', 'attention', 'fused_step', 'clip_per_model', 'FusedTrainer', 'fused_trainer',
            'train_fused']
 
 # %% ../nbs/05a_fused.ipynb #9a96337d
@@ -79,10 +80,46 @@ class Stacked(nn.Module):
             src = module.get_parameter(n) if n in self.names[0] else module.get_buffer(n)
             t[i] = pad_to(src.to(t.device), t.shape[1:])
 
+@torch.library.custom_op('cldm_nb_fused::attention', mutates_args=())
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    "`F.scaled_dot_product_attention(q, k, v)` as one operation that `vmap` folds into the batch, not a loop over it."
+    return F.scaled_dot_product_attention(q, k, v)
+
+@attention.register_fake
+def _(q, k, v): return torch.empty_like(q)
+
+@attention.register_vmap
+def _(info, in_dims, q, k, v):
+    "The models' dim folded into the batch: one attention for every model."
+    q, k, v = (x.movedim(d, 0) if d is not None else x.expand(info.batch_size, *x.shape)
+               for x, d in zip((q, k, v), in_dims))
+    return attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)).unflatten(0, (info.batch_size, -1)), 0
+
+def _attention_backward(ctx, grad: torch.Tensor) -> tuple:
+    "The gradients `F.scaled_dot_product_attention`'s own backward gives (its forward recomputed)."
+    with torch.enable_grad():
+        qkv = [x.detach().requires_grad_() for x in ctx.saved_tensors]
+        return torch.autograd.grad(F.scaled_dot_product_attention(*qkv), qkv, grad)
+
+def _attention_setup(ctx, inputs: tuple, output: torch.Tensor) -> None: ctx.save_for_backward(*inputs)
+
+attention.register_autograd(_attention_backward, setup_context=_attention_setup)
+
+def _attention_forward(self: SelfAttention2d, x: torch.Tensor) -> torch.Tensor:
+    "`SelfAttention2d.forward` ('sdpa') with `attention` in place of `F.scaled_dot_product_attention`."
+    b, c, h, w = x.shape
+    tok = self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)
+    q, k, v = F.linear(tok, self.mha.in_proj_weight, self.mha.in_proj_bias).view(
+        b, h * w, 3, self.n_heads, c // self.n_heads).permute(2, 0, 3, 1, 4)
+    out = self.mha.out_proj(attention(q, k, v).transpose(1, 2).reshape(b, h * w, c))
+    return x + out.view(b, h, w, c).permute(0, 3, 1, 2)
+
 def _unet_template(unet: CondUNet, k_max: int) -> CondUNet:
     "A U-Net like `unet` with `k_max` clusters, made to run under `vmap`: no value checks, no memory-format query."
     tmpl = CondUNet(unet.cfg.replace(n_clusters=k_max), channels_last=False)
     tmpl._check = lambda z, cond: None                  # reads cond's values: data-dependent under vmap
+    for m in tmpl.modules():                            # torch's CPU attention has no vmap rule: a loop over the Ks
+        if isinstance(m, SelfAttention2d) and m.attention == 'sdpa': m.forward = types.MethodType(_attention_forward, m)
     return tmpl
 
 def _head_template(head: ClusterHead, k_max: int) -> ClusterHead:
