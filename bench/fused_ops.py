@@ -12,6 +12,7 @@ is torch's default on the CPU); `--cpu-optimiser` counts torch's CPU default ins
     python bench/fused_ops.py                      # op counts: the joint stage, K = 10…16, the paper's U-Net
     python bench/fused_ops.py --phase finetune1    # …of finetune-1 (U-Net alone)
     python bench/fused_ops.py --wall               # and the wall time of the tiny 3-K sweep (K = 2, 3, 4; 3 phases)
+    python bench/fused_ops.py --wall-only --cpu-optimiser    # only that time, with the optimiser training runs on a CPU
 """
 from __future__ import annotations
 import argparse, tempfile, time
@@ -124,19 +125,21 @@ if __name__ == '__main__':
     ap.add_argument('--phase', default='ldm', choices=('ldm', 'finetune1', 'finetune2'))
     ap.add_argument('--batch', type=int, default=2, help='real batch on the CPU (the count does not depend on it)')
     ap.add_argument('--wall', action='store_true', help='also time the tiny 3-K sweep, separate against fused')
+    ap.add_argument('--wall-only', action='store_true', help='only the timing, no op counts')
     ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--cpu-optimiser', action='store_true', help="count torch's per-tensor optimiser (its CPU default)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if not a.cpu_optimiser: foreach_optimizers()
     ks = list(range(a.k_min, a.k_max + 1))
-    separate, fused, counter, one = op_counts(ks, a.phase, a.batch)
-    print(f"{a.phase}, K = {ks[0]}…{ks[-1]} ({len(ks)} Ks), paper U-Net, "
-          f"{'per-tensor' if a.cpu_optimiser else 'foreach'} optimiser: separate {separate} ops per step of every K, "
-          f"fused {fused}: {separate / fused:.1f}× fewer")
-    for what, c in (('fused step', counter), (f'K={ks[0]} alone', one)):
-        print(f"  {what}, most frequent ops:", ', '.join(f'{n} {c}' for n, c in c.ops.most_common(10)))
-    if a.wall:
+    if not a.wall_only:
+        separate, fused, counter, one = op_counts(ks, a.phase, a.batch)
+        print(f"{a.phase}, K = {ks[0]}…{ks[-1]} ({len(ks)} Ks), paper U-Net, "
+              f"{'per-tensor' if a.cpu_optimiser else 'foreach'} optimiser: separate {separate} ops per step of every K, "
+              f"fused {fused}: {separate / fused:.1f}× fewer")
+        for what, c in (('fused step', counter), (f'K={ks[0]} alone', one)):
+            print(f"  {what}, most frequent ops:", ', '.join(f'{n} {c}' for n, c in c.ops.most_common(10)))
+    if a.wall or a.wall_only:
         s, f = wall_times()
         print(f"tiny 3-K sweep (K = 2, 3, 4; 3 phases × 20 steps) on {a.threads} threads: separate {s:.1f} s, "
               f"fused {f:.1f} s ({s / f:.2f}×)")
