@@ -5,9 +5,9 @@ Operations are counted with a `TorchDispatchMode` around one training step (the 
 of the augmented batch, forward, backward, NaN guard, optimiser step), the second of the phase, so that the
 optimiser's lazily made state is not counted. Views (`OpOverload.is_view`; `_unsafe_view`), metadata queries and
 bare allocations launch no kernel and are left out. The count does not depend on the batch size, so the paper's
-U-Net and VQ-GAN (`LDMConfig()`, `VQGANConfig()`) run on a small real batch on the CPU. The optimisers are counted in the form the
-`Trainer` gets on a GPU (`foreach`: a few multi-tensor operations per step, not some eight per parameter tensor, which
-is torch's default on the CPU); `--cpu-optimiser` counts torch's CPU default instead.
+U-Net and VQ-GAN (`LDMConfig()`, `VQGANConfig()`) run on a small real batch on the CPU. The optimisers are
+counted in the form the `Trainer` gets on a GPU (`foreach`: a few multi-tensor operations per step, not some
+eight per parameter tensor, which is torch's default on the CPU); `--cpu-optimiser` counts torch's CPU default.
 
     python bench/fused_ops.py                      # op counts: the joint stage, K = 10…16, the paper's U-Net
     python bench/fused_ops.py --phase finetune1    # …of finetune-1 (U-Net alone)
@@ -135,9 +135,8 @@ if __name__ == '__main__':
     if not a.wall_only:
         separate, fused, counter, one = op_counts(ks, a.phase, a.batch)
         print(f"{a.phase}, K = {ks[0]}…{ks[-1]} ({len(ks)} Ks), paper U-Net, "
-              f"{'per-tensor' if a.cpu_optimiser else 'foreach'} optimiser: separate {separate} ops per step of every K,"
-              f" "
-              f"fused {fused}: {separate / fused:.1f}× fewer")
+              f"{'per-tensor' if a.cpu_optimiser else 'foreach'} optimiser: separate {separate} ops per step of "
+              f"every K, fused {fused}: {separate / fused:.1f}× fewer")
         for what, c in (('fused step', counter), (f'K={ks[0]} alone', one)):
             print(f"  {what}, most frequent ops:", ', '.join(f'{n} {c}' for n, c in c.ops.most_common(10)))
     if a.wall or a.wall_only:
