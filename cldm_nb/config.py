@@ -39,6 +39,8 @@ class SweepConfig(StageConfig):
                                        "(n/K) of the training tiles")
     phases: str = setting('all', "Each K's training before the vote: all (joint, finetune-1, finetune-2; the paper) "
                                  "or joint (the joint stage only; the chosen K is fine-tuned after the vote)")
+    fused: bool | None = setting(None, "Train the sweep's Ks together, one step updating every K (05a_fused; the same "
+                                       "training as one K at a time); default: on CUDA")
 
     def __post_init__(self):
         if not 2 <= self.k_min <= self.k_max:

@@ -27,6 +27,7 @@ from .validity import validity_table, best_k, may_vote, not_voting, smallest_clu
 from .sampling import sample
 from .diffusion import train_ldm, load_ldm
 from .finetune import finetune1, finetune2
+from .fused import train_fused
 from .gallery import (generate_for, cluster_accuracy, plot_cluster_accuracy, cluster_gallery, generated_gallery,
                              write_label_template, as_tiles, derive_seed, reconstruct)
 from .features import as_features, vgg16_features, image_features, feature_space_name
@@ -46,10 +47,12 @@ __all__ = ['prepare_out', 'Stages', 'peak_rss_gb', 'data_stage', 'vgg_weights_st
 def prepare_out(out: str | Path, cfg: RunConfig, data: str | Path, device: torch.device, force: bool = False) -> Path:
     "Create `out` with its `config.json`, or check that the run already there has the same config."
     out = Path(out); cfg_file = RunFolder(out).config_file
-    if cfg_file.exists() and list(out.iterdir()) == [cfg_file]: cfg_file.unlink()    # stopped before its data stage: nothing to keep
+    # stopped before its data stage: nothing to keep
+    if cfg_file.exists() and list(out.iterdir()) == [cfg_file]: cfg_file.unlink()
     if cfg_file.exists():
         saved, now = json.loads(cfg_file.read_text()), cfg.to_dict()
-        try: before = RunConfig.from_dict(saved['config']).to_dict()      # fields added since that run take their defaults
+        # fields added since that run take their defaults
+        try: before = RunConfig.from_dict(saved['config']).to_dict()
         except (KeyError, TypeError, ValueError): before = {}
         if before != now or saved.get('data') != str(data):
             if not force:
@@ -85,30 +88,37 @@ def peak_rss_gb() -> float:
 
 # %% ../nbs/07e_pipeline.ipynb #e0c56f5a
 def data_stage(data: str | Path, out: Path, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray]:
-    "Load tiles (slides: cut into the run's tile store), split (paper), write or check `manifest.json`; returns all tiles and the training indices."
+    ("Load tiles (slides: cut into the run's tile store), split (paper), write or check `manifest.json`; returns all "
+     "tiles and the training indices.")
     folder = RunFolder(out)
     tiles, names = load_data(data, folder.tile_store, **cfg.load_options, masks=folder.tissue_dir)
     need = max(cfg.data.n_chunks, cfg.sweep.k_max + 1)
-    if len(tiles) < need: raise ValueError(f"{data}: {len(tiles)} tiles are too few for {cfg.data.n_chunks} chunks and K up to {cfg.sweep.k_max}; "
-                                           "use more tiles or a smaller --k range.")
+    if len(tiles) < need: raise ValueError(f"{data}: {len(tiles)} tiles are too few for {cfg.data.n_chunks} chunks and "
+                                           f"K up to {cfg.sweep.k_max}; use more tiles or a smaller --k range.")
     if folder.manifest_file.exists(): m = check_manifest(folder.manifest_file, tiles); return tiles, m['train_idx']
     train_idx, test_idx = split_indices(len(tiles), cfg.data.n_chunks, cfg.data.split_seed)
-    write_manifest(folder.manifest_file, tiles, names, train_idx, test_idx, source=data, seed=cfg.data.split_seed, n_chunks=cfg.data.n_chunks)
+    write_manifest(folder.manifest_file, tiles, names, train_idx, test_idx, source=data, seed=cfg.data.split_seed,
+                   n_chunks=cfg.data.n_chunks)
     return tiles, train_idx
 
 def vgg_weights_stage(cfg: RunConfig, log=print) -> None:
-    "At the start of a run, before any training: the ImageNet VGG16 weights fetched once per machine when missing (`fetch_vgg16_weights`); stops with the fix when they cannot be."
+    ("At the start of a run, before any training: the ImageNet VGG16 weights fetched once per machine when missing "
+     "(`fetch_vgg16_weights`); stops with the fix when they cannot be.")
     if not cfg.evaluation.pretrained_lpips: return
     if dist_env()[2] == 0: fetch_vgg16_weights(lambda s: log(f"cldm run: {s}"))
     barrier()
     require_vgg16_weights('cldm run', 'RunConfig().replace(pretrained_lpips=False), `cldm run --untrained_lpips`')
 
 def feature_space(cfg: RunConfig) -> tuple[torch.nn.Module, str]:
-    "The run's feature extractor (ImageNet VGG16, or untrained with `pretrained_lpips=False`) and its name for the report."
-    return vgg16_features(cfg.evaluation.pretrained_lpips), feature_space_name('vgg16', cfg.evaluation.feature_size, cfg.evaluation.pretrained_lpips)
+    ("The run's feature extractor (ImageNet VGG16, or untrained with `pretrained_lpips=False`) and its name for the "
+     "report.")
+    return vgg16_features(cfg.evaluation.pretrained_lpips), feature_space_name('vgg16', cfg.evaluation.feature_size,
+                                                                               cfg.evaluation.pretrained_lpips)
 
 def train_features(train: np.ndarray, out: Path, cfg: RunConfig, device, name: str = 'train') -> np.ndarray:
-    "Feature-space vectors of the training tiles (or of tiles made from them, e.g. `name='reconstructions'`), computed once per run (`features/{name}.npy`, by every rank, written by rank 0) for the sweep, the metrics and the audit."
+    ("Feature-space vectors of the training tiles (or of tiles made from them, e.g. `name='reconstructions'`), "
+     "computed once per run (`features/{name}.npy`, by every rank, written by rank 0) for the sweep, the metrics and "
+     "the audit.")
     path = RunFolder(out).features_file(name)
     if broadcast_object(path.exists()): return np.load(path)          # every rank takes rank 0's decision
     f = image_features(train, net=feature_space(cfg)[0], size=cfg.evaluation.feature_size, device=device)
@@ -130,23 +140,26 @@ def sweep_quality(unet, head, vq, train: np.ndarray, labels: np.ndarray, feature
     kid_, kid_std = kid(features, fake, subset_size=max(2, len(fake) // 2), seed=cfg.seed)
     paired = evaluate_pairs(train[idx], gen, pretrained_backbone=cfg.evaluation.pretrained_lpips, device=device,
                             progress=False)
-    return dict(kid=kid_, kid_std=kid_std, accuracy=float(np.mean([(pred[ids == c] == c).mean() for c in np.unique(ids)])),
+    return dict(kid=kid_, kid_std=kid_std, accuracy=float(np.mean([(pred[ids == c] == c).mean()
+                                                                   for c in np.unique(ids)])),
                 **{m: paired[m] for m in METRICS})
 
-def _sweep_qualities(train: np.ndarray, vq, labels: dict, features: np.ndarray, cfg: RunConfig, out: Path, device) -> None:
+def _sweep_qualities(train: np.ndarray, vq, labels: dict, features: np.ndarray, cfg: RunConfig, out: Path,
+                     device) -> None:
     ("`k{K}/sweep_quality.json` for each K without one: the Ks shared among the ranks, each from the checkpoint of its "
      "sweep's last phase; rank 0 writes.")
     folder, phase = RunFolder(out), cfg.sweep.last_phase
     todo = broadcast_object([k for k in cfg.ks if not folder.sweep_quality_file(k).exists()])
-    done = shard_map(lambda k: sweep_quality(*load_ldm(folder.checkpoint(phase, k), device), vq, train, labels[k], features,
-                                             cfg, k, device), todo)
+    done = shard_map(lambda k: sweep_quality(*load_ldm(folder.checkpoint(phase, k), device), vq, train, labels[k],
+                                             features, cfg, k, device), todo)
     if not is_main(): return
     for k, q in zip(todo, done): write_json(folder.sweep_quality_file(k), q)
 
-def _train_k(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: Path, device, k: int) -> tuple[np.ndarray, dict]:
+def _train_k(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: Path, device,
+             k: int) -> tuple[np.ndarray, dict]:
     ("One K of the sweep, trained by this rank alone: the joint stage and, with `sweep.phases='all'` (the paper), "
-     "finetune-1 and finetune-2 from its checkpoints as the chosen K's are; the labels its last head gives the training "
-     "tiles, and when (and by which rank) it trained.")
+     "finetune-1 and finetune-2 from its checkpoints as the chosen K's are; the labels its last head gives the "
+     "training tiles, and when (and by which rank) it trained.")
     start, rank, folder = time.time(), dist_env()[0], RunFolder(out)
     head = train_ldm(train, vq, cfg.for_k(k), folder.k_dir(k), device=device, progress=rank == 0)[1]
     if cfg.sweep.phases == 'all':
@@ -155,13 +168,39 @@ def _train_k(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: 
             unet, head = finetune(unet, head, train, vq, phase_cfg, folder.k_dir(k), device=device, progress=rank == 0)
     return assign_clusters(head, latents), dict(rank=rank, start=start, end=time.time())
 
+def _train_together(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: Path, device,
+                    ks: list[int]) -> list[tuple[np.ndarray, dict]]:
+    ("The Ks `ks` of the sweep trained together by this rank, each phase one step for all of them (`train_fused`: "
+     "the same training and checkpoints as `_train_k` for each); per K its last head's labels and the times.")
+    start, rank, folder = time.time(), dist_env()[0], RunFolder(out)
+    dirs = {k: folder.k_dir(k) for k in ks}
+    models = train_fused('ldm', train, vq, {k: cfg.for_k(k) for k in ks}, dirs, device=device, progress=rank == 0)
+    if cfg.sweep.phases == 'all':
+        models = {k: load_ldm(folder.checkpoint('ldm', k), device) for k in ks}
+        for name, phase_cfg in (('finetune1', cfg.finetune1), ('finetune2', cfg.finetune2)):
+            models = train_fused(name, train, vq, dict.fromkeys(ks, phase_cfg), dirs, models, device=device,
+                                 progress=rank == 0)
+    times = dict(rank=rank, start=start, end=time.time())
+    return [(assign_clusters(models[k][1], latents), times) for k in ks]
+
+def _sweep_trained(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: Path, device) -> list:
+    ("Each K's labels and times, trained alone (`_train_k`, a K per rank at a time) or, with `sweep.fused` (default: "
+     "on CUDA), together: each rank trains its share of the Ks as one fused model.")
+    fused = cfg.sweep.fused if cfg.sweep.fused is not None else torch.device(device).type == 'cuda'
+    if not fused: return shard_map(lambda k: _train_k(train, vq, latents, cfg, out, device, k), cfg.ks)
+    world = dist_env()[1]
+    groups = [cfg.ks[r::world] for r in range(min(world, len(cfg.ks)))]
+    done = shard_map(lambda ks: _train_together(train, vq, latents, cfg, out, device, ks), groups)
+    by_k = {k: r for ks, rs in zip(groups, done) for k, r in zip(ks, rs)}
+    return [by_k[k] for k in cfg.ks]
+
 def k_sweep(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: Path, device,
             features: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
-    ("Each K through the sweep's phases (`_train_k`), the Ks shared among the ranks (a K per rank at a time); the validity "
-     "table of the last heads' labels (also `validity.csv`/`.png`; rank 0, `None` on the others), with Table 4, KID and "
-     "accuracy per K given `features` (`sweep_quality`), and each K's labels. `attrs['trained']`: which rank trained "
-     "each K, when.")
-    trained = shard_map(lambda k: _train_k(train, vq, latents, cfg, out, device, k), cfg.ks)
+    ("Each K through the sweep's phases (`_train_k`), the Ks shared among the ranks (a K per rank at a time); the "
+     "validity table of the last heads' labels (also `validity.csv`/`.png`; rank 0, `None` on the others), with Table "
+     "4, KID and accuracy per K given `features` (`sweep_quality`), and each K's labels. `attrs['trained']`: which "
+     "rank trained each K, when.")
+    trained = _sweep_trained(train, vq, latents, cfg, out, device)
     labels = {k: y for k, (y, _) in zip(cfg.ks, trained)}
     if features is not None: _sweep_qualities(train, vq, labels, features, cfg, out, device)
     if not is_main(): return None, labels
@@ -170,33 +209,42 @@ def k_sweep(train: np.ndarray, vq, latents: torch.Tensor, cfg: RunConfig, out: P
     quality = {k: folder.read_json(folder.sweep_quality_file(k)) for k in cfg.ks} if features is not None else {}
     scored = {k: y for k, y in labels.items() if len(np.unique(y)) >= 2}
     for k in sorted(set(labels) - set(scored)):
-        warnings.warn(f"K={k}: the cluster head put every tile in one cluster; its validity indices are left empty (NaN).")
-    table = (validity_table(cfeatures, scored) if scored else pd.DataFrame(columns=list(INDICES))).reindex(cfg.ks).rename_axis('K')
+        warnings.warn(f"K={k}: the cluster head put every tile in one cluster; its validity indices are left empty "
+                      "(NaN).")
+    table = (validity_table(cfeatures, scored) if scored
+             else pd.DataFrame(columns=list(INDICES))).reindex(cfg.ks).rename_axis('K')
     table['clusters_used'] = [len(np.unique(labels[k])) for k in table.index]
     table['smallest_cluster'] = [round(smallest_cluster(labels[k], k), 4) for k in table.index]
     if quality: table = table.join(pd.DataFrame.from_dict(quality, orient='index'))
     t0 = min(t['start'] for _, t in trained) if trained else 0.
-    table.attrs['trained'] = {k: dict(rank=t['rank'], start=round(t['start'] - t0, 2), end=round(t['end'] - t0, 2)) for k, (_, t) in zip(cfg.ks, trained)}
+    table.attrs['trained'] = {k: dict(rank=t['rank'], start=round(t['start'] - t0, 2), end=round(t['end'] - t0, 2))
+                              for k, (_, t) in zip(cfg.ks, trained)}
     with atomic_path(folder.validity_file) as f: table.to_csv(f)
     if scored: plot_validity(table, folder.validity_plot, cfg.sweep.min_cluster)
     return table, labels
 
 def choose_k(table: pd.DataFrame, min_cluster: float = 0.) -> int:
-    "K by the indices' vote (`best_k`: only the Ks whose head uses all K clusters, none under `min_cluster` of an even share, vote, when any does), naming the others in a warning; when no K gave two or more clusters, the smallest K, with a warning."
+    ("K by the indices' vote (`best_k`: only the Ks whose head uses all K clusters, none under `min_cluster` of an "
+     "even share, vote, when any does), naming the others in a warning; when no K gave two or more clusters, the "
+     "smallest K, with a warning.")
     scored = table[table[list(INDICES)].notna().any(axis=1)]
     if scored.empty:
         warnings.warn(f"no K in {list(table.index)} gave two or more clusters; continuing with K={table.index[0]}. "
                       "Train longer (more epochs) for a meaningful clustering.")
         return int(table.index[0])
     if not (ok := may_vote(scored, min_cluster)).all():
-        warnings.warn(f"left out of the vote: {not_voting(scored[~ok])} (a K that leaves a cluster empty or under {min_cluster:g} of an even "
-                      "share is a smaller K)." if ok.any() else f"no K may vote ({not_voting(scored)}), so every K votes: "
+        warnings.warn(f"left out of the vote: {not_voting(scored[~ok])} (a K that leaves a cluster empty or under "
+                      f"{min_cluster:g} of an even share is a smaller K)." if ok.any() else
+                      f"no K may vote ({not_voting(scored)}), so every K votes: "
                       "train the joint stage longer or lower --k.")
     return best_k(scored, min_cluster=min_cluster)
 
 # %% ../nbs/07e_pipeline.ipynb #95ec199e
-def kept_phase(head: nn.Module, latents: torch.Tensor, min_cluster: float, earlier_head: Callable[[], nn.Module]) -> dict:
-    "Which fine-tuned model the run keeps: 'finetune2', unless its `head` leaves a cluster of the training `latents` under `min_cluster` of an even share and finetune-1's head (`earlier_head()`, loaded only then) does better; with the smallest shares."
+def kept_phase(head: nn.Module, latents: torch.Tensor, min_cluster: float,
+               earlier_head: Callable[[], nn.Module]) -> dict:
+    ("Which fine-tuned model the run keeps: 'finetune2', unless its `head` leaves a cluster of the training `latents` "
+     "under `min_cluster` of an even share and finetune-1's head (`earlier_head()`, loaded only then) does better; "
+     "with the smallest shares.")
     k = head.n_clusters
     now = smallest_cluster(assign_clusters(head, latents), k)
     if now < min_cluster and (before := smallest_cluster(assign_clusters(earlier_head(), latents), k)) > now:
@@ -204,8 +252,10 @@ def kept_phase(head: nn.Module, latents: torch.Tensor, min_cluster: float, earli
     return dict(phase='finetune2', smallest_cluster=round(now, 4))
 
 # %% ../nbs/07e_pipeline.ipynb #31758047
-def write_clusters(out: Path, tiles: np.ndarray, train_idx: np.ndarray, train_latents: torch.Tensor, vq, head, device) -> pd.DataFrame:
-    "`clusters.csv`: every tile's name (from the manifest), split, cluster id and the head's probability for it, and where it came from (`tile_origins`: slide, x, y, level, mpp; empty for plain tiles)."
+def write_clusters(out: Path, tiles: np.ndarray, train_idx: np.ndarray, train_latents: torch.Tensor, vq, head,
+                   device) -> pd.DataFrame:
+    ("`clusters.csv`: every tile's name (from the manifest), split, cluster id and the head's probability for it, and "
+     "where it came from (`tile_origins`: slide, x, y, level, mpp; empty for plain tiles).")
     folder = RunFolder(out)
     m = read_manifest(folder.manifest_file)
     latents = torch.zeros(len(tiles), *train_latents.shape[1:])
@@ -213,30 +263,39 @@ def write_clusters(out: Path, tiles: np.ndarray, train_idx: np.ndarray, train_la
     if len(m['test_idx']): latents[m['test_idx']] = encode_latents(vq, tiles[m['test_idx']], device=device)
     p = cluster_probs(head, latents)
     names = [t['name'] for t in m['tiles']]
-    df = pd.DataFrame(dict(tile=names, split=[t['split'] for t in m['tiles']], cluster=p.argmax(1), probability=p.max(1).round(4)))
+    df = pd.DataFrame(dict(tile=names, split=[t['split'] for t in m['tiles']], cluster=p.argmax(1),
+                           probability=p.max(1).round(4)))
     df = pd.concat([df, tile_origins(folder.tile_store, names)], axis=1)
     with atomic_path(folder.clusters_file) as f: df.to_csv(f, index=False)
     return df
 
 def distribution_stage(train: np.ndarray, features: np.ndarray, vq, cfg: RunConfig, out: Path, device,
                        recon: np.ndarray | None = None) -> tuple[dict | None, dict | None]:
-    "KID / FD / precision / recall of `out/generated` against the training tiles, with floors and beside the autoencoder's reconstructions of as many training tiles; the memorisation audit against the reconstructions of all training tiles (`recon`, made here when not given; the features by every rank; the rest on rank 0, `(None, None)` on the others)."
+    ("KID / FD / precision / recall of `out/generated` against the training tiles, with floors and beside the "
+     "autoencoder's reconstructions of as many training tiles; the memorisation audit against the reconstructions of "
+     "all training tiles (`recon`, made here when not given; the features by every rank; the rest on rank 0, "
+     "`(None, None)` on the others).")
     net, name, folder = *feature_space(cfg), RunFolder(out)
     fake = as_tiles(folder.generated_dir, 'generated')
     fake_features = as_features(fake, 'generated', net=net, size=cfg.evaluation.feature_size, device=device)
     recon = reconstruct(vq, train, device=device) if recon is None else recon
     recon_features = train_features(recon, out, cfg, device, name='reconstructions')
     if not is_main(): return None, None
-    score = lambda x, fx, **kw: quality_report(train, x, net=net, size=cfg.evaluation.feature_size, real_features=features, fake_features=fx,
+    score = lambda x, fx, **kw: quality_report(train, x, net=net, size=cfg.evaluation.feature_size,
+                                               real_features=features, fake_features=fx,
                                                feature_space=name, seed=cfg.seed, device=device, **kw)
-    q = score(fake, fake_features, train=recon, train_features=recon_features)   # a copy can come no closer than the reconstruction
+    # a copy can come no closer than the reconstruction
+    q = score(fake, fake_features, train=recon, train_features=recon_features)
     n = len(fake)
-    q['reconstructions'] = {k: v for k, v in score(recon[:n], recon_features[:n]).items() if k in ('kid', 'kid_std', 'fd', 'precision', 'recall', 'colour_fake')}
-    raw = nearest_training(recon, train, recon_features, features)          # what an audit against the raw tiles could see
+    q['reconstructions'] = {k: v for k, v in score(recon[:n], recon_features[:n]).items()
+                            if k in ('kid', 'kid_std', 'fd', 'precision', 'recall', 'colour_fake')}
+    # what an audit against the raw tiles could see
+    raw = nearest_training(recon, train, recon_features, features)
     nearest = q.pop('nearest')
     m = read_manifest(folder.manifest_file)
     names = np.array([t['name'] for t in m['tiles']])[m['train_idx']]
-    table = nearest.assign(generated=[p.name for p in sorted(folder.generated_dir.glob('*.png'))], nearest_tile=names[nearest.nearest])
+    table = nearest.assign(generated=[p.name for p in sorted(folder.generated_dir.glob('*.png'))],
+                           nearest_tile=names[nearest.nearest])
     with atomic_path(folder.nearest_file) as f: table.to_csv(f, index_label='index')
     plot_nearest(fake, recon, dict(table=nearest), path=folder.nearest_plot, originals=train)
     memo = {k: q.pop(k) for k in ('copy_share', 'ratio_median', 'copy_threshold', 'n_train')}
@@ -247,7 +306,8 @@ def distribution_stage(train: np.ndarray, features: np.ndarray, vq, cfg: RunConf
 def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg: RunConfig, out: Path, device,
                    stages: Stages, features: np.ndarray | None = None, reconstruction: dict | None = None,
                    train_recon: np.ndarray | None = None) -> dict:
-    "Paired generation, the three paired metrics, distribution + memorisation, per-cluster accuracy, galleries (under `torchrun`: every rank generates and extracts features; rank 0 the rest, and every file)."
+    ("Paired generation, the three paired metrics, distribution + memorisation, per-cluster accuracy, galleries (under "
+     "`torchrun`: every rank generates and extracts features; rank 0 the rest, and every file).")
     n = len(train) if cfg.evaluation.eval_tiles is None else min(cfg.evaluation.eval_tiles, len(train))
     labels, main = assign_clusters(head, latents), is_main()   # the fine-tuned head's clusters of the training tiles
     folder = RunFolder(out)
@@ -255,49 +315,64 @@ def evaluate_stage(train: np.ndarray, latents: torch.Tensor, vq, unet, head, cfg
         generate_for(train[:n], unet, vq, out_dir=folder.generated_dir, cluster_ids=labels[:n], cfg=cfg.sampling,
                      seed=cfg.seed, device=device, progress=main)
     with stages('SSIM / MS-SSIM / LPIPS'):
-        metrics = evaluate_pairs(train[:n], folder.generated_dir, pretrained_backbone=cfg.evaluation.pretrained_lpips, device=device, progress=main)
-        metrics['lpips_backbone'] = 'ImageNet VGG16' if cfg.evaluation.pretrained_lpips else 'untrained VGG16 (pretrained_lpips=False: values not meaningful)'
+        metrics = evaluate_pairs(train[:n], folder.generated_dir, pretrained_backbone=cfg.evaluation.pretrained_lpips,
+                                 device=device, progress=main)
+        metrics['lpips_backbone'] = ('ImageNet VGG16' if cfg.evaluation.pretrained_lpips
+                                     else 'untrained VGG16 (pretrained_lpips=False: values not meaningful)')
     with stages('distribution + memorisation'):
         features = features if features is not None else train_features(train, out, cfg, device)
-        metrics['distribution'], metrics['memorisation'] = distribution_stage(train, features, vq, cfg, out, device, train_recon)
+        metrics['distribution'], metrics['memorisation'] = distribution_stage(train, features, vq, cfg, out, device,
+                                                                              train_recon)
         metrics['reconstruction'] = reconstruction
         if main: write_json(folder.metrics_file, metrics)
     with stages('per-cluster accuracy'):
-        acc = cluster_accuracy(unet, head, vq, cfg.evaluation.n_per_cluster, cfg=cfg.sampling, seed=cfg.seed, device=device, progress=main)
-        acc.insert(1, 'training_tiles', np.bincount(labels, minlength=head.n_clusters))    # 0: a cluster the head leaves empty
+        acc = cluster_accuracy(unet, head, vq, cfg.evaluation.n_per_cluster, cfg=cfg.sampling, seed=cfg.seed,
+                               device=device, progress=main)
+        acc.insert(1, 'training_tiles',
+                   np.bincount(labels, minlength=head.n_clusters))    # 0: a cluster the head leaves empty
         if main:
             with atomic_path(folder.accuracy_file) as f: acc.to_csv(f, index=False)
             plot_cluster_accuracy(acc, path=folder.accuracy_plot)
     with stages('galleries'):
-        if main: cluster_gallery(train, labels, cfg.evaluation.gallery_n, n_clusters=head.n_clusters, path=folder.gallery_real_file)
-        generated_gallery(unet, vq, cfg.evaluation.gallery_n, cfg=cfg.sampling, seed=cfg.seed, device=device, path=folder.gallery_generated_file,
-                          progress=main)
+        if main: cluster_gallery(train, labels, cfg.evaluation.gallery_n, n_clusters=head.n_clusters,
+                                 path=folder.gallery_real_file)
+        generated_gallery(unet, vq, cfg.evaluation.gallery_n, cfg=cfg.sampling, seed=cfg.seed, device=device,
+                          path=folder.gallery_generated_file, progress=main)
     with stages('label template'):
         if main and not folder.labels_file.exists(): write_label_template(folder.labels_file, head.n_clusters)
     return dict(metrics=metrics, accuracy=acc)
 
 # %% ../nbs/07e_pipeline.ipynb #00dc6adb
 def run_pipeline(data: str | Path | None = None, out: str | Path | None = None, cfg: RunConfig | None = None,
-                 device: str | torch.device | None = 'auto', k: int | None = None, force: bool = False, log=print) -> dict:
-    "Run every stage (skipping finished ones) from tiles in `data` (default: the sample) to `out/report.md`; under `torchrun`, see above."
+                 device: str | torch.device | None = 'auto', k: int | None = None, force: bool = False,
+                 log=print) -> dict:
+    ("Run every stage (skipping finished ones) from tiles in `data` (default: the sample) to `out/report.md`; under "
+     "`torchrun`, see above.")
     device = init_distributed(resolve_device(device))
     cfg = cfg or RunConfig.preset_config('paper' if device.type == 'cuda' else 'cpu')
     data = Path(data) if data is not None else sample_data()
-    out = broadcast_object(Path(out) if out is not None else Path('runs')/datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
+    out = broadcast_object(Path(out) if out is not None
+                           else Path('runs')/datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
     vgg_weights_stage(cfg, log)                               # fetched now, or stop now: not after hours of training
-    with run_lock(out) if is_main() else nullcontext(), tensorboard(RunFolder(out).tensorboard_dir): return _stages(data, out, cfg, device, k, force, log)
+    with run_lock(out) if is_main() else nullcontext(), tensorboard(RunFolder(out).tensorboard_dir):
+        return _stages(data, out, cfg, device, k, force, log)
 
-def _keep_clusters(unet, head, latents: torch.Tensor, cfg: RunConfig, finetune1_file: Path, device) -> tuple[nn.Module, nn.Module, dict]:
-    "The fine-tuned model the run keeps (`kept_phase`; rank 0 decides for every rank), in eval mode, and the record of the choice."
-    kept = broadcast_object(kept_phase(head, latents, cfg.sweep.min_cluster, lambda: load_ldm(finetune1_file, device)[1]))
+def _keep_clusters(unet, head, latents: torch.Tensor, cfg: RunConfig, finetune1_file: Path,
+                   device) -> tuple[nn.Module, nn.Module, dict]:
+    ("The fine-tuned model the run keeps (`kept_phase`; rank 0 decides for every rank), in eval mode, and the record "
+     "of the choice.")
+    kept = broadcast_object(kept_phase(head, latents, cfg.sweep.min_cluster,
+                                       lambda: load_ldm(finetune1_file, device)[1]))
     unet, head = load_ldm(finetune1_file, device) if kept['phase'] == 'finetune1' else (unet, head)
     return unet.eval(), head.eval(), kept
 
 def _stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, force: bool, log) -> dict:
-    "Every stage, in the order every rank follows: each trains and computes its share, rank 0 alone logs and writes the run's files."
+    ("Every stage, in the order every rank follows: each trains and computes its share, rank 0 alone logs and writes "
+     "the run's files.")
     main = is_main()
     log = log if main else (lambda *a: None)
-    log(f"cldm run: preset {cfg.preset}, device {device}, data {data}, out {out}, K {cfg.sweep.k_min}-{cfg.sweep.k_max}")
+    log(f"cldm run: preset {cfg.preset}, device {device}, data {data}, out {out}, K "
+        f"{cfg.sweep.k_min}-{cfg.sweep.k_max}")
     if main: out = prepare_out(out, cfg, data, device, force)
     barrier()                                                  # the folder and its config.json are there
     folder = RunFolder(out)
@@ -311,7 +386,8 @@ def _stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, force:
         vq = train_vqgan(train, cfg.vqgan, folder.vqgan_dir, device=device, progress=main)
         latents = encode_latents(vq, train, device=device)
         test = np.setdiff1d(np.arange(len(tiles)), train_idx)
-        train_recon = reconstruct(vq, train, device=device)          # decoded once: its PSNR here, the yardstick and the audit later
+        # decoded once: its PSNR here, the yardstick and the audit later
+        train_recon = reconstruct(vq, train, device=device)
         recon = dict(test=reconstruction_psnr(vq, tiles[test], device=device) if len(test) else None,
                      train=reconstruction_psnr(vq, train, recon=train_recon))
     with stages('training-tile features'):
@@ -327,8 +403,8 @@ def _stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, force:
         unet, head = finetune2(unet, head, train, vq, cfg.finetune2, folder.k_dir(k), device=device, progress=main)
         unet, head, kept = _keep_clusters(unet, head, latents, cfg, folder.checkpoint('finetune1', k), device)
     if kept['phase'] == 'finetune1':
-        log(f"finetune-2 left a cluster at {kept['finetune2_smallest_cluster']:g} of an even share (under min_cluster = "
-            f"{cfg.sweep.min_cluster:g}): keeping finetune-1's model, smallest cluster {kept['smallest_cluster']:g}")
+        log(f"finetune-2 left a cluster at {kept['finetune2_smallest_cluster']:g} of an even share (under min_cluster "
+            f"= {cfg.sweep.min_cluster:g}): keeping finetune-1's model, smallest cluster {kept['smallest_cluster']:g}")
     result = evaluate_stage(train, latents, vq, unet, head, cfg, out, device, stages, features, recon, train_recon)
     if not main: return dict(out=out, k=k)
     with stages(folder.clusters_file.name):
@@ -336,7 +412,8 @@ def _stages(data: Path, out: Path, cfg: RunConfig, device, k: int | None, force:
     write_json(folder.model_file, dict(k=k, vqgan=folder.relative(folder.checkpoint('vqgan')),
                                        ldm=folder.relative(folder.checkpoint(kept['phase'], k)),
                                        labels=folder.relative(folder.labels_file), kept=kept))
-    write_json(folder.timings_file, dict(stages=stages.times, sweep=table.attrs['trained'], peak_rss_gb=round(peak_rss_gb(), 2)))
+    write_json(folder.timings_file, dict(stages=stages.times, sweep=table.attrs['trained'],
+                                         peak_rss_gb=round(peak_rss_gb(), 2)))
     maps = map_run_slides(out, device, log)                    # slides: a cluster map of each, for the report
     report = write_report(out, cfg, k, table, result, stages.times, kept, maps)
     log(f"report: {report}")

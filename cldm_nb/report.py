@@ -26,8 +26,10 @@ __all__ = ['READER_STUDY', 'md_table', 'replace_section', 'kept_section', 'distr
 def md_table(df: pd.DataFrame, floatfmt: str = '.4g') -> str:
     "A DataFrame as a Markdown table."
     cols = [df.index.name or ''] + list(df.columns)
-    rows = [[str(i)] + [format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v) for v in r] for i, r in zip(df.index, df.values)]
-    return '\n'.join(['| ' + ' | '.join(map(str, cols)) + ' |', '|' + '---|' * len(cols)] + ['| ' + ' | '.join(r) + ' |' for r in rows])
+    rows = [[str(i)] + [format(v, floatfmt) if isinstance(v, (float, np.floating)) else str(v) for v in r]
+            for i, r in zip(df.index, df.values)]
+    return '\n'.join(['| ' + ' | '.join(map(str, cols)) + ' |', '|' + '---|' * len(cols)]
+                     + ['| ' + ' | '.join(r) + ' |' for r in rows])
 
 def _pm(v: float, s: float) -> str: return f"{v:.4g} ± {s:.2g}"
 
@@ -40,7 +42,8 @@ def _section(text: str, heading: str) -> re.Match | None:
 def replace_section(text: str, heading: str, section: str) -> str:
     "Markdown `text` with its section under `heading` replaced by `section`, or `section` appended."
     m = _section(text, heading)
-    return text[:m.start()] + section.rstrip('\n') + '\n' + text[m.end():] if m else text.rstrip('\n') + '\n\n' + section.rstrip('\n') + '\n'
+    return (text[:m.start()] + section.rstrip('\n') + '\n' + text[m.end():] if m
+            else text.rstrip('\n') + '\n\n' + section.rstrip('\n') + '\n')
 
 def kept_section(path: Path, heading: str) -> str | None:
     "The section under `heading` of the Markdown file at `path`, when both exist (what a rewrite of the file keeps)."
@@ -48,107 +51,134 @@ def kept_section(path: Path, heading: str) -> str | None:
     return m.group(0) if m else None
 
 def distribution_markdown(q: dict) -> str:
-    "The *Distribution* block (each metric beside its real-vs-real floor and, when measured, the autoencoder's reconstructions; sizes, feature space, colour) as Markdown."
-    column = lambda d, floor='': [_pm(d[f'kid{floor}'], d[f'kid{floor}_std' if floor else 'kid_std']), f"{d[f'fd{floor}']:.4g}",
-                                  f"{d[f'precision{floor}']:.3f}", f"{d[f'recall{floor}']:.3f}"]
+    ("The *Distribution* block (each metric beside its real-vs-real floor and, when measured, the autoencoder's "
+     "reconstructions; sizes, feature space, colour) as Markdown.")
+    column = lambda d, floor='': [_pm(d[f'kid{floor}'], d[f'kid{floor}_std' if floor else 'kid_std']),
+                                  f"{d[f'fd{floor}']:.4g}", f"{d[f'precision{floor}']:.3f}",
+                                  f"{d[f'recall{floor}']:.3f}"]
     rec = q.get('reconstructions')
     rows = pd.DataFrame({'generated': column(q), **({'autoencoder reconstructions': column(rec)} if rec else {}),
                          'real vs real (floor)': column(q, '_floor')},
                         index=pd.Index(['KID', 'FD', 'precision (k = 3)', 'recall (k = 3)'], name='metric'))
     colour = lambda c: ', '.join(f"{ch} {m:.0f} ± {s:.0f}" for ch, m, s in zip('RGB', c['mean'], c['std']))
-    rec_note = ("The middle column scores the autoencoder's reconstructions of the training tiles the generated ones were "
-                "conditioned on, against the same reference: where a generator that gave back its training tiles through this "
-                "decoder would land. Generated tiles need not resemble particular tiles and can score better; when this column "
-                "is far from the floor, the autoencoder is what separates every decoded tile from real ones. " if rec else "")
+    rec_note = ("The middle column scores the autoencoder's reconstructions of the training tiles the generated ones "
+                "were conditioned on, against the same reference: where a generator that gave back its training tiles "
+                "through this decoder would land. Generated tiles need not resemble particular tiles and can score "
+                "better; when this column is far from the floor, the autoencoder is what separates every decoded tile "
+                "from real ones. " if rec else "")
     return '\n'.join([
         f"{q['n_fake']} generated and {q['n_real']} real tiles, in the feature space of {q['feature_space']}. "
-        f"The real tiles are split at random into a reference half ({q['n_reference']} tiles) and a held-out half; the generated "
-        f"tiles and the held-out real ones ({q['n_compared']} of each) are both compared with the reference half, so the floor is "
-        "what fresh real tiles score at this sample size.", "", md_table(rows), "",
-        f"KID is the number to quote at this size (unbiased; ± is the spread over random subsets). FD is biased upwards below "
-        f"~500 tiles per side (here {q['n_compared']}), so compare it only with its floor. Precision: share of generated tiles "
-        "inside the real k-NN manifold (fidelity); recall: share of real tiles inside the generated one (coverage). " + rec_note, "",
-        f"Colour, mean ± std per channel (0–255): real {colour(q['colour_real'])}; generated {colour(q['colour_fake'])}"
+        f"The real tiles are split at random into a reference half ({q['n_reference']} tiles) and a held-out half; the "
+        f"generated tiles and the held-out real ones ({q['n_compared']} of each) are both compared with the reference "
+        "half, so the floor is what fresh real tiles score at this sample size.", "", md_table(rows), "",
+        "KID is the number to quote at this size (unbiased; ± is the spread over random subsets). FD is biased "
+        f"upwards below ~500 tiles per side (here {q['n_compared']}), so compare it only with its floor. Precision: "
+        "share of generated tiles inside the real k-NN manifold (fidelity); recall: share of real tiles inside the "
+        "generated one (coverage). " + rec_note, "",
+        f"Colour, mean ± std per channel (0–255): real {colour(q['colour_real'])}; generated "
+        f"{colour(q['colour_fake'])}"
         + (f"; reconstructions {colour(rec['colour_fake'])}." if rec else ".")])
 
 def _reconstruction_markdown(rec: dict | None) -> str:
     "The report's line on the VQ-GAN's reconstructions (the sharpness ceiling of every generated tile)."
     if not rec: return "(not measured)"
-    line = lambda r, what: f"{r['psnr']:.1f} ± {r['psnr_std']:.1f} dB (pooled {r['psnr_pooled']:.1f} dB) on the {r['n']} {what} tiles"
+    line = lambda r, what: (f"{r['psnr']:.1f} ± {r['psnr_std']:.1f} dB (pooled {r['psnr_pooled']:.1f} dB) "
+                            f"on the {r['n']} {what} tiles")
     test = line(rec['test'], 'held-out test') if rec.get('test') else "no held-out test tiles"
-    return (f"Reconstruction PSNR: **{test}**; {line(rec['train'], 'training')}. Generated tiles are decoded by this "
-            "autoencoder, so they can be no sharper than its reconstructions (~25 dB keeps nuclei and lumina on H&E tiles).")
+    return (f"Reconstruction PSNR: **{test}**; {line(rec['train'], 'training')}. Generated tiles are decoded by "
+            "this autoencoder, so they can be no sharper than its reconstructions (~25 dB keeps nuclei and lumina "
+            "on H&E tiles).")
 
 def slides_markdown(out: Path, maps: Sequence[Path]) -> list[str]:
-    "The *Slides* section's lines: each slide's tissue figure and cluster map (`maps`: the map PNGs under `out`); none without maps."
+    ("The *Slides* section's lines: each slide's tissue figure and cluster map (`maps`: the map PNGs under `out`); "
+     "none without maps.")
     if not maps: return []
     lines = ["## Slides", "", "Tissue found on each slide (thumbnail, mask, kept tiles) and the cluster of each tile "
-             "(`maps/<slide>.csv` lists tile → cluster → probability; `cldm map` draws the same for a new slide).", ""]
+             "(`maps/<slide>.csv` lists tile → cluster → probability; `cldm map` draws the same for a new slide).",
+             ""]
     for png in maps:
         folder, png = RunFolder(out), Path(png)
         tissue = folder.relative(folder.tissue_dir/png.name)
         lines += [f"### {png.stem}", "", f"![tissue]({tissue})", "", f"![cluster map]({folder.relative(png)})", ""]
     return lines
 
-def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result: dict, times: dict, kept: dict | None = None,
-                 maps: Sequence[Path] = ()) -> Path:
-    "Write `out/report.md`: setup, validity sweep, the model kept (`kept_phase`), distribution + memorisation, paired metrics, per-cluster accuracy, galleries, timings, and the slides' cluster maps (`maps`) when the run was cut from slides."
+def write_report(out: Path, cfg: RunConfig, k: int, table: pd.DataFrame, result: dict, times: dict,
+                 kept: dict | None = None, maps: Sequence[Path] = ()) -> Path:
+    ("Write `out/report.md`: setup, validity sweep, the model kept (`kept_phase`), distribution + memorisation, paired "
+     "metrics, per-cluster accuracy, galleries, timings, and the slides' cluster maps (`maps`) when the run was cut "
+     "from slides.")
     m, acc, f = result['metrics'], result['accuracy'], RunFolder(out)
     mem, q = m['memorisation'], m['distribution']
     link = lambda alt, path: f"![{alt}]({f.relative(path)})"
     model = ("finetune-2 model (every K went through all three phases, as in the paper; the indices score its head)"
              if cfg.sweep.phases == 'all' else "joint-stage model (before fine-tuning, which only the chosen K gets)")
-    sweep = (f"The SSIM, MS-SSIM, LPIPS, KID and accuracy columns: {cfg.sweep.sweep_tiles} training tiles drawn at random, "
-             f"each with a tile generated under its cluster by each K's {model}, sampled with "
+    sweep = (f"The SSIM, MS-SSIM, LPIPS, KID and accuracy columns: {cfg.sweep.sweep_tiles} training tiles drawn at "
+             f"random, each with a tile generated under its cluster by each K's {model}, sampled with "
              f"{cfg.sweep_sampling.describe()}; SSIM, MS-SSIM and LPIPS of those pairs (the paper's Table 4), KID "
              f"against all training tiles and the mean over clusters of the share the head assigns back. Lowest KID at "
-             f"K = {table['kid'].idxmin()}, highest accuracy at K = {table['accuracy'].idxmax()}, the indices vote for K = {k}. "
-             "(C-EDM, WACV 2025, found no link between the validity-chosen K and generation quality on natural images.)"
+             f"K = {table['kid'].idxmin()}, highest accuracy at K = {table['accuracy'].idxmax()}, the indices vote for "
+             f"K = {k}. (C-EDM, WACV 2025, found no link between the validity-chosen K and generation quality on "
+             "natural images.)"
              if 'kid' in table else "")
     scored = table[table[list(INDICES)].notna().any(axis=1)]
     if not (ok := may_vote(scored, cfg.sweep.min_cluster)).all():
-        sweep += (f" **Not in the vote:** {not_voting(scored[~ok])}; a K whose head leaves a cluster empty, or smaller than "
-                  f"{cfg.sweep.min_cluster:g} of an even share of the training tiles, is a smaller K (`03_validity`)." if ok.any() else
-                  f" **Warning:** every K leaves a cluster empty or smaller than {cfg.sweep.min_cluster:g} of an even share ({not_voting(scored)}), "
-                  "so every K voted and the chosen K has such a cluster too: train the joint stage longer or lower --k.")
+        sweep += (f" **Not in the vote:** {not_voting(scored[~ok])}; a K whose head leaves a cluster empty, or smaller "
+                  f"than {cfg.sweep.min_cluster:g} of an even share of the training tiles, is a smaller K "
+                  "(`03_validity`)." if ok.any() else
+                  f" **Warning:** every K leaves a cluster empty or smaller than {cfg.sweep.min_cluster:g} of an even "
+                  f"share ({not_voting(scored)}), so every K voted and the chosen K has such a cluster too: train the "
+                  "joint stage longer or lower --k.")
     if kept and kept['phase'] == 'finetune1':
-        sweep += (f" **Finetune-2 shrank a cluster:** its head left the smallest at {kept['finetune2_smallest_cluster']:g} of an even "
-                  f"share, under `min_cluster` = {cfg.sweep.min_cluster:g}, so this run keeps finetune-1's model, whose head is the one the "
-                  f"vote saw (smallest cluster {kept['smallest_cluster']:g}); everything below is that model's.")
+        sweep += (" **Finetune-2 shrank a cluster:** its head left the smallest at "
+                  f"{kept['finetune2_smallest_cluster']:g} of an even share, under `min_cluster` = "
+                  f"{cfg.sweep.min_cluster:g}, so this run keeps finetune-1's model, whose head is the one the vote "
+                  f"saw (smallest cluster {kept['smallest_cluster']:g}); everything below is that model's.")
     empty = acc.loc[acc['training_tiles'] == 0, 'cluster'].tolist() if 'training_tiles' in acc else []
     accuracy_note = (f" The fine-tuned head assigns no training tile to cluster{'s' if len(empty) > 1 else ''} "
-                     f"{', '.join(map(str, empty))}: nothing was learned under {'those ids' if len(empty) > 1 else 'that id'}, so "
-                     f"{'their rows measure' if len(empty) > 1 else 'its row measures'} nothing; the mean over the clusters with training "
-                     f"tiles is {acc.loc[acc['training_tiles'] > 0, 'accuracy'].mean():.0%}." if empty else "")
+                     f"{', '.join(map(str, empty))}: nothing was learned under "
+                     f"{'those ids' if len(empty) > 1 else 'that id'}, so "
+                     f"{'their rows measure' if len(empty) > 1 else 'its row measures'} nothing; the mean over the "
+                     "clusters with training tiles is "
+                     f"{acc.loc[acc['training_tiles'] > 0, 'accuracy'].mean():.0%}." if empty else "")
     metric_rows = pd.DataFrame({'mean': [m[x] for x in ('ssim', 'msssim', 'lpips')],
                                 'std': [m[f'{x}_std'] for x in ('ssim', 'msssim', 'lpips')]},
                                index=pd.Index(['SSIM (win 3)', 'MS-SSIM (win 7)', 'LPIPS (VGG)'], name='metric'))
     lines = ["# cldm_nb run report", "",
-             f"cldm_nb {cldm_nb.__version__}, preset **{cfg.preset}**, seed {cfg.seed}; settings in `{f.relative(f.config_file)}`, split in `{f.relative(f.manifest_file)}`.", "",
-             "## Choosing K", "", f"Joint training for K = {cfg.sweep.k_min}…{cfg.sweep.k_max}, five internal validity indices, **K = {k}** by vote.", "",
+             f"cldm_nb {cldm_nb.__version__}, preset **{cfg.preset}**, seed {cfg.seed}; settings in "
+             f"`{f.relative(f.config_file)}`, split in `{f.relative(f.manifest_file)}`.", "",
+             "## Choosing K", "",
+             f"Joint training for K = {cfg.sweep.k_min}…{cfg.sweep.k_max}, five internal validity indices, "
+             f"**K = {k}** by vote.", "",
              md_table(table), "", sweep, "",
-             link('validity', f.validity_plot) if f.validity_plot.exists() else "(no K gave two or more clusters: nothing to plot)", "",
+             link('validity', f.validity_plot) if f.validity_plot.exists()
+             else "(no K gave two or more clusters: nothing to plot)", "",
              "## Autoencoder", "", _reconstruction_markdown(m.get('reconstruction')), "",
              "## Distribution", "",
-             "The tiles of the paired generation below (one per training tile, under its cluster) against the training tiles.", "",
+             "The tiles of the paired generation below (one per training tile, under its cluster) against the training "
+             "tiles.", "",
              distribution_markdown(q), "",
              "## Memorisation", "",
              memorisation_markdown(mem, q['n_fake']), "", link('nearest', f.nearest_plot), "",
              "## Real vs generated, paired", "",
              f"{m['n']} training tiles, each paired with one tile generated under its cluster (paper protocol). "
-             f"LPIPS backbone: {m['lpips_backbone']}. These paired scores compare a generated tile with a real one it was never "
-             "meant to reproduce; the distribution block above is the measure of generation quality.", "", md_table(metric_rows), "",
-             "Paper (K = 14, 10,000 tiles, on ~231 px JPEG renderings, so not strictly comparable): SSIM 0.7988, MS-SSIM 0.2196, LPIPS 0.4923.", "",
+             f"LPIPS backbone: {m['lpips_backbone']}. These paired scores compare a generated tile with a real one it "
+             "was never meant to reproduce; the distribution block above is the measure of generation quality.", "",
+             md_table(metric_rows), "",
+             "Paper (K = 14, 10,000 tiles, on ~231 px JPEG renderings, so not strictly comparable): SSIM 0.7988, "
+             "MS-SSIM 0.2196, LPIPS 0.4923.", "",
              "## Per-cluster accuracy", "",
-             f"{cfg.evaluation.n_per_cluster} tiles generated per cluster, encoded and assigned back by the cluster head "
-             f"(`training_tiles`: the training tiles the head puts in the cluster).{accuracy_note}", "",
+             f"{cfg.evaluation.n_per_cluster} tiles generated per cluster, encoded and assigned back by the cluster "
+             f"head (`training_tiles`: the training tiles the head puts in the cluster).{accuracy_note}", "",
              md_table(acc.set_index(acc.columns[0])), "", link('accuracy', f.accuracy_plot), "",
              "## Galleries", "", "Real members of each cluster:", "", link('real', f.gallery_real_file), "",
              "Generated for each cluster:", "", link('generated', f.gallery_generated_file), "",
              f"Every tile's cluster and the head's probability for it: `{f.relative(f.clusters_file)}`. "
-             f"Name the clusters in `{f.relative(f.labels_file)}`; then `cldm sample --label NAME` generates by name.", "",
-             "## Timings", "", md_table(pd.DataFrame({'seconds': times}).rename_axis('stage'), '.1f'), "", *slides_markdown(out, maps)]
+             f"Name the clusters in `{f.relative(f.labels_file)}`; then `cldm sample --label NAME` generates by name.",
+             "",
+             "## Timings", "", md_table(pd.DataFrame({'seconds': times}).rename_axis('stage'), '.1f'), "",
+             *slides_markdown(out, maps)]
     text = '\n'.join(lines)
-    if study := kept_section(f.report_file, READER_STUDY): text = replace_section(text, READER_STUDY, study)   # the readers' answers outlive a rewrite
+    # the readers' answers outlive a rewrite
+    if study := kept_section(f.report_file, READER_STUDY): text = replace_section(text, READER_STUDY, study)
     with atomic_path(f.report_file) as tmp: tmp.write_text(text)
     return f.report_file
