@@ -15,7 +15,7 @@ order (each writes its line to `OUT/gpu_check.jsonl` as soon as it ends, so a ki
 - `precision`: bf16 and fp32 joint-stage losses on the same batches agree (`--precision-steps`, default 300);
 - `resume`: 2 steps, a checkpoint, 2 more resumed, against 4 straight;
 - `joint_compile`, `joint_cuda_graphs`, `joint_seven_ks`: the joint step under `torch.compile`, under
-  `torch.compile(mode='reduce-overhead')` (CUDA graphs), and the seven Ks trained together (not in the library yet);
+  `torch.compile(mode='reduce-overhead')` (CUDA graphs), and the seven Ks trained together (`sweep.fused`: one step for K = 10…16, with its operation count);
 - `batches`: the joint step at batch 32, 64, … until out of memory.
 
 Every timed step runs under `torch.cuda.set_sync_debug_mode('error')`. One deadline holds for the whole run

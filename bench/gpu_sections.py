@@ -24,6 +24,7 @@ from cldm_nb.config import RunConfig
 from cldm_nb.data import load_tiles, sample_data, split_indices
 from cldm_nb.sampling import SampleConfig, denoise, make_scheduler
 from cldm_nb.diffusion import build_models, phase_trainer
+from cldm_nb.fused import fused_trainer
 from cldm_nb.train import Trainer, seeded
 from cldm_nb.vqgan import VQVAE, vqgan_trainer
 from paper_cost import N_TILES, SAMPLE_BATCH, paper_stages, project
@@ -327,8 +328,22 @@ def compiled_section(mode: str | None) -> Callable[[Check], dict]:
 
 
 def section_seven_ks(c: Check) -> dict:
-    "The seven Ks of the sweep trained together in one step: not available until the library has it (issue 43)."
-    return dict(not_available='the seven Ks trained together (one batched step for K = 10…16) does not exist in the library yet: issue 43')
+    ("The sweep's Ks (K = 10…16 in the paper) trained together (`fused_trainer`, `sweep.fused`): one joint step for all of "
+     "them at the preset's batch, its kernel-launching operations, and beside it the per-K step times seven times over.")
+    vq, batch, ks = frozen_vqvae(c), c.cfg.ldm.batch_size, c.cfg.ks
+    cfgs = {k: c.cfg.for_k(k).replace(batch_size=batch) for k in ks}
+    tr = fused_trainer('ldm', full_batches(c.train, batch), vq, cfgs, {k: c.tmp/'seven'/f'k{k}' for k in ks},
+                       device=c.a.device, progress=False)
+    out = dict(ks=ks, **measure(tr, c.a.steps, c.a.warmup, c.peak))
+    batches = BatchLog(tr)
+    with KernelOps() as ops: run_steps(tr, batches, 1)
+    out['aten_kernel_ops'] = sum(ops.counts.values())
+    one = c.results.get('joint', {}).get('step_ms')
+    alone = c.results.get('launches', {}).get('aten_kernel_ops')
+    out['separate_step_ms'] = None if one is None else one * len(ks)
+    out['speedup_vs_separate'] = None if one is None else one * len(ks) / out['step_ms']
+    out['fewer_ops_vs_separate'] = None if alone is None else alone * len(ks) / out['aten_kernel_ops']
+    return out
 
 
 def is_oom(e: BaseException) -> bool:
