@@ -18,7 +18,7 @@ from torch.func import functional_call, vmap
 from .transforms import dataset_mean, random_affine
 from .data import load_tiles
 from .imsat import ClusterHead, imsat_loss
-from .train import LoopConfig, Trainer, _check_finite, load_state, lr_factor, make_optimizer, state_dict, write_log
+from .train import LoopConfig, Trainer, _check_finite, _tb_epoch, tensorboard_dir, load_state, lr_factor, make_optimizer, state_dict, write_log
 from .checkpoints import load_checkpoint, phase_checkpoint, save_checkpoint
 from .distributed import resolve_device
 from .diffusion import EMA, _OPTIMIZERS, _cluster_report, LDMConfig, PhaseConfig, build_models, model_spec, unit_variance_scale
@@ -243,7 +243,8 @@ class FusedTrainer(Trainer):
         self.views, self.reports, self._bad_each = views, reports, {}
         super().__init__(loop, models, optimizers, step_fn, data, cfg)
         if self.world > 1: raise ValueError("train_fused: one process only (under torchrun, k_sweep shares the Ks).")
-        self.tb_dir, ks = None, torch.tensor([v.k for v in views])
+        # one TensorBoard writer per K (`_writer`) instead of the loop's
+        self.tb_dir, self._writers, self._resumed_at, ks = None, None, 0, torch.tensor([v.k for v in views])
         self.null_ids = ks.to(self.device)                 # K's 'no cluster' id is K: its row of the padded embedding
         self.valid = (torch.arange(int(ks.max()))[None] < ks[:, None]).to(self.device)
 
@@ -281,16 +282,35 @@ class FusedTrainer(Trainer):
     def metrics(self) -> dict[str, float]:
         return {f'{k} (K={v.k})': x for i, v in enumerate(self.views) for k, x in self._metrics_of(i).items()}
 
+    def _writer(self, i: int):
+        "K number `i`'s TensorBoard writer, where that K alone writes its events (inside `tensorboard`; else None)."
+        if self._writers is None:
+            from torch.utils.tensorboard import SummaryWriter
+            dirs = [tensorboard_dir(v.out_dir, self.name) for v in self.views]
+            purge = self._resumed_at + 1 if self._resumed_at else None   # drop what a killed pass wrote after it
+            self._writers = [None if d is None else SummaryWriter(str(d), purge_step=purge) for d in dirs]
+        return self._writers[i]
+
+    def fit(self, resume: bool = True, max_steps: int | None = None) -> 'FusedTrainer':
+        "`Trainer.fit`, each K's TensorBoard writer closed at the end."
+        try: return super().fit(resume, max_steps)
+        finally:
+            for w in filter(None, self._writers or []): w.close()
+            self._writers = None
+
     def _end_epoch(self, t0: float) -> None:
-        "Each K's row of its log (its metrics, its cluster report)."
+        "Each K's row of its log (its metrics, its cluster report) and of its TensorBoard events."
         head = {'epoch': self.epoch, 'step': self.step, 'seconds': round(self.elapsed + time.time() - t0, 2)}
         rows = [{**head, **self._metrics_of(i)} for i in range(len(self.views))]
         self._sums = {}
         for i, (v, row) in enumerate(zip(self.views, rows)):
             if self.reports:
-                own = SimpleNamespace(models={'head': self._sync(i)['head']}, tb=None)
+                own = SimpleNamespace(models=self._sync(i), tb=self._writer(i), step=self.step)
                 row.update(self.reports[i](own, self.epoch))
             v.history.append(row)
+            if (w := self._writer(i)) is not None:
+                _tb_epoch(SimpleNamespace(tb=w, optimizers=self.optimizers, step=self.step, history=v.history,
+                                          steps_per_epoch=self.steps_per_epoch), row)
         self.history.append(head)
 
     def write_log(self) -> Path:
@@ -342,6 +362,7 @@ class FusedTrainer(Trainer):
         self._sums = {k: (torch.tensor([v.sums[k] for v in self.views], dtype=torch.float64, device=self.device)
                           if not k.startswith('n:') else x) for k, x in self.views[0].sums.items()}
         self.history = [{k: r[k] for k in ('epoch', 'step', 'seconds')} for r in self.views[0].history]
+        self._resumed_at = self.step
 
 # %% ../nbs/05a_fused.ipynb #aa863858
 def _shared_config(cfgs: dict[int, PhaseConfig]) -> PhaseConfig:
