@@ -17,8 +17,8 @@ from .diffusion import LDMConfig
 from .finetune import Finetune1Config, Finetune2Config
 
 # %% auto #0
-__all__ = ['SWEEP_PHASES', 'setting', 'SweepConfig', 'DataConfig', 'EvalConfig', 'RunConfig', 'read_run_config', 'config_keys',
-           'changed_keys', 'typed_value', 'apply_overrides']
+__all__ = ['SWEEP_PHASES', 'setting', 'SweepConfig', 'DataConfig', 'EvalConfig', 'RunConfig', 'read_run_config',
+           'config_from_json', 'config_keys', 'changed_keys', 'typed_value', 'apply_overrides']
 
 # %% ../nbs/07a_config.ipynb #dcde7a41
 def setting(default, help: str):
@@ -212,6 +212,10 @@ def read_run_config(path: str | Path) -> RunConfig:
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such config file.")
     try: d = json.loads(path.read_text())
     except json.JSONDecodeError as e: raise ValueError(f"{path}: not valid JSON ({e}).") from None
+    return config_from_json(d, path)
+
+def config_from_json(d, path: str | Path) -> RunConfig:
+    "The `RunConfig` in `d`, the parsed JSON of `path` (a run's `config.json` or a bare `RunConfig.to_dict()`)."
     if not isinstance(d, dict): raise ValueError(f"{path}: expected a JSON object of RunConfig fields.")
     try: return RunConfig.from_dict(d['config'] if 'config' in d else d)
     except (TypeError, ValueError) as e: raise ValueError(f"{path}: {e}") from None

@@ -14,7 +14,7 @@ import torch
 from fastcore.basics import patch
 
 from .checkpoints import phase_checkpoint
-from .config import RunConfig, read_run_config
+from .config import RunConfig, config_from_json
 from .data import check_manifest, read_manifest
 from .unet import CondUNet
 from .sampling import SampleConfig
@@ -119,8 +119,8 @@ class Run(RunFolder):
             raise FileNotFoundError(f"{folder.path}: {folder.model_file.name} names checkpoints that are not there "
                                     f"({', '.join(map(str, missing))}); run `cldm run` on that "
                                     "folder again to finish it.")
-        cfg = read_run_config(folder.config_file)
-        return cls(folder.path, cfg, folder.read_json(folder.config_file).get('data'), model)
+        meta = folder.read_json(folder.config_file)                  # read once: the settings and the data source
+        return cls(folder.path, config_from_json(meta, folder.config_file), meta.get('data'), model)
 
 # %% ../nbs/07b_run.ipynb #382d4ebb
 @patch(as_prop=True)
